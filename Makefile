@@ -1,0 +1,60 @@
+# Two commands matter: `make run` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
+WEB_PORT ?= 8000
+
+.PHONY: run test lint format venv migrate demo bench-send bench-tracking bench-search bench-inbound clean
+
+$(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; $(PYTHON) is " + sys.version.split()[0])'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+migrate: venv
+	$(PY) manage.py migrate --noinput
+
+demo: migrate
+	$(PY) manage.py seed_demo
+	$(PY) manage.py setup_schedules
+
+# Web, worker and inbound SMTP together; Ctrl-C stops all three.
+run: demo
+	@echo "web http://127.0.0.1:$(WEB_PORT)/  (portal demo/demo, API docs /rest/v1/docs)"
+	@bash -c 'trap "trap - INT TERM EXIT; kill 0" INT TERM EXIT; \
+		$(PY) manage.py runserver 127.0.0.1:$(WEB_PORT) & \
+		$(PY) manage.py qcluster & \
+		$(PY) manage.py smtpd & \
+		wait'
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench-send: venv
+	$(PY) bench/send.py
+
+bench-tracking: venv
+	$(PY) bench/tracking.py
+
+bench-search: venv
+	$(PY) bench/search.py
+
+bench-inbound: venv
+	$(PY) bench/inbound.py
+
+clean:
+	rm -rf $(VENV) var/*.sqlite3* .pytest_cache

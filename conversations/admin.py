@@ -1,0 +1,40 @@
+from django.contrib import admin
+
+from conversations.models import Conversation, InboundMessage, ProxyDomain
+
+
+@admin.register(ProxyDomain)
+class ProxyDomainAdmin(admin.ModelAdmin):
+    list_display = ["domain", "account", "created_at"]
+    list_filter = [("account", admin.EmptyFieldListFilter)]
+    search_fields = ["domain", "account__name"]
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = [
+        "conversation_id",
+        "proxy_address",
+        "party_a_address",
+        "party_b_address",
+        "link",
+    ]
+    list_filter = ["account", "proxy_domain"]
+    search_fields = ["=conversation_id", "proxy_address", "party_a_address", "party_b_address"]
+    list_select_related = ["link"]
+    raw_id_fields = ["link"]
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(InboundMessage)
+class InboundMessageAdmin(admin.ModelAdmin):
+    list_display = ["received_at", "mail_from", "rcpt_to", "status", "peer"]
+    list_filter = ["status"]
+    search_fields = ["mail_from", "error"]
+    exclude = ["raw", "messages"]
+    readonly_fields = ["received_at", "peer", "mail_from", "rcpt_to", "status", "error"]
+
+    def has_add_permission(self, request):
+        return False

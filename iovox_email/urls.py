@@ -1,0 +1,18 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from iovox_email import views
+
+urlpatterns = [
+    path("healthz", views.healthz, name="healthz"),
+    path("rest/v1/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("rest/v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("rest/v1/", include("tracking.api.urls")),
+    re_path(r"^rest/(?P<path>.*)$", views.api_not_found),
+    path("admin/", admin.site.urls),
+    path("", include("portal.urls")),
+]
+
+handler404 = "iovox_email.views.not_found"
+handler500 = "iovox_email.views.internal_error"

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import pytest
+from django.core.management import CommandError, call_command
+from rest_framework.test import APIClient
+
+from conversations.models import ProxyDomain
+from tests.factories import MessageFactory, UserFactory
+from tracking.models import Account, Message
+
+pytestmark = pytest.mark.django_db
+
+
+def test_create_account_prints_working_credentials(capsys):
+    call_command("create_account", "acme", "--password", "pw-123456")
+    out = capsys.readouterr().out
+    key = next(line.split()[1] for line in out.splitlines() if line.startswith("secureKey:"))
+    client = APIClient()
+    client.credentials(HTTP_USERNAME="acme", HTTP_SECUREKEY=key)
+    assert client.get("/rest/v1/nodes").status_code == 200
+    assert client.login(username="acme", password="pw-123456")
+
+
+def test_create_account_with_a_chosen_key_and_twice(capsys):
+    call_command("create_account", "acme", "--secure-key", "k" * 40)
+    with pytest.raises(CommandError, match="already exists"):
+        call_command("create_account", "acme")
+    assert Account.objects.count() == 1
+
+
+def test_add_proxy_domain_shared_then_private(alice, capsys):
+    call_command("add_proxy_domain", "Proxy.Example.com")
+    assert ProxyDomain.objects.get(domain="proxy.example.com").account is None
+    call_command("add_proxy_domain", "proxy.example.com", "--account", "alice")
+    assert ProxyDomain.objects.get(domain="proxy.example.com").account == alice.account
+    with pytest.raises(CommandError, match="no account"):
+        call_command("add_proxy_domain", "x.example", "--account", "nobody")
+
+
+def test_seed_demo_is_idempotent(capsys):
+    call_command("seed_demo")
+    count = Message.objects.count()
+    call_command("seed_demo")
+    assert count > 0 and Message.objects.count() == count
+    client = APIClient()
+    client.credentials(HTTP_USERNAME="demo", HTTP_SECUREKEY="demo-secure-key")
+    assert len(client.get("/rest/v1/links").json()) >= 3
+
+
+@pytest.fixture
+def staff_client(client):
+    staff = UserFactory(account=None, is_staff=True, is_superuser=True)
+    client.force_login(staff)
+    return client
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["account", "user", "apicredential", "aliasdomain", "node", "link", "contact", "message"],
+)
+def test_tracking_admin_pages_load(staff_client, model):
+    MessageFactory()
+    assert staff_client.get(f"/admin/tracking/{model}/").status_code == 200
+    assert staff_client.get(f"/admin/tracking/{model}/?q=x").status_code == 200
+
+
+@pytest.mark.parametrize("model", ["proxydomain", "conversation", "inboundmessage"])
+def test_conversations_admin_pages_load(staff_client, model):
+    assert staff_client.get(f"/admin/conversations/{model}/").status_code == 200
+
+
+def test_admin_creates_a_credential_and_shows_the_key_once(staff_client, alice):
+    response = staff_client.post(
+        "/admin/tracking/apicredential/add/",
+        {"account": alice.account.pk, "username": "alice-ci", "is_active": "on"},
+        follow=True,
+    )
+    text = response.content.decode()
+    assert "Copy it now" in text
+    message = next(m for m in response.context["messages"] if "secure key" in str(m))
+    key = str(message).split(" is ")[1].split(".")[0]
+    client = APIClient()
+    client.credentials(HTTP_USERNAME="alice-ci", HTTP_SECUREKEY=key)
+    assert client.get("/rest/v1/nodes").status_code == 200
+
+
+def test_message_detail_admin_loads(staff_client):
+    message = MessageFactory()
+    assert staff_client.get(f"/admin/tracking/message/{message.pk}/change/").status_code == 200
+
+
+def test_schema_and_docs_are_served(client):
+    schema = client.get("/rest/v1/schema")
+    assert schema.status_code == 200
+    assert b"/rest/v1/links/{link_id}/email_address" in schema.content
+    assert client.get("/rest/v1/docs").status_code == 200

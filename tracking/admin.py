@@ -1,0 +1,152 @@
+"""Django admin for support staff: accounts, credentials, directory and a read-only view of
+messages with their attempts and events."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+
+from tracking.models import (
+    Account,
+    AliasDomain,
+    ApiCredential,
+    Attachment,
+    Contact,
+    DeliveryAttempt,
+    Link,
+    Message,
+    Node,
+    TrackingEvent,
+    User,
+)
+from tracking.services.accounts import credential_create, credential_rotate
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    list_display = ["name", "created_at"]
+    search_fields = ["name"]
+
+
+@admin.register(User)
+class UserAdmin(BaseUserAdmin):
+    list_display = ["username", "account", "email", "is_staff", "is_active"]
+    list_filter = ["is_staff", "is_active", "account"]
+    fieldsets = [*BaseUserAdmin.fieldsets, ("Account", {"fields": ["account"]})]
+    add_fieldsets = [*BaseUserAdmin.add_fieldsets, ("Account", {"fields": ["account"]})]
+
+
+class ApiCredentialForm(forms.ModelForm):
+    class Meta:
+        model = ApiCredential
+        fields = ["account", "username", "is_active"]
+
+
+@admin.register(ApiCredential)
+class ApiCredentialAdmin(admin.ModelAdmin):
+    form = ApiCredentialForm
+    list_display = ["username", "account", "key_hint", "is_active", "created_at", "last_used"]
+    list_filter = ["is_active", "account"]
+    search_fields = ["username", "account__name"]
+    readonly_fields = ["key_hint", "created_at", "last_used"]
+    actions = ["rotate_keys"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            obj.save(update_fields=["account", "username", "is_active"])
+            return
+        issued = credential_create(account=obj.account, username=obj.username)
+        obj.pk = issued.credential.pk
+        messages.warning(
+            request,
+            f"The secure key of {obj.username} is {issued.secure_key}. Copy it now: "
+            "it is stored hashed and will not be shown again.",
+        )
+
+    @admin.action(description="Rotate the secure key (shows the new key once)")
+    def rotate_keys(self, request, queryset):
+        for credential in queryset:
+            key = credential_rotate(credential=credential)
+            messages.warning(request, f"New secure key of {credential.username}: {key}")
+
+
+@admin.register(AliasDomain)
+class AliasDomainAdmin(admin.ModelAdmin):
+    list_display = ["domain", "account"]
+    list_filter = [("account", admin.EmptyFieldListFilter)]
+    search_fields = ["domain", "account__name"]
+
+
+@admin.register(Node)
+class NodeAdmin(admin.ModelAdmin):
+    list_display = ["node_id", "node_name", "node_type", "account"]
+    list_filter = ["account", "node_type"]
+    search_fields = ["node_id", "node_name"]
+
+
+@admin.register(Link)
+class LinkAdmin(admin.ModelAdmin):
+    list_display = ["link_id", "link_name", "link_type", "node", "email_address", "destination"]
+    list_filter = ["account", "link_type"]
+    search_fields = ["link_id", "link_name", "email_address", "node__node_name"]
+    list_select_related = ["node", "destination"]
+    raw_id_fields = ["node", "destination"]
+
+
+@admin.register(Contact)
+class ContactAdmin(admin.ModelAdmin):
+    list_display = ["contact_id", "name", "email", "account"]
+    list_filter = ["account"]
+    search_fields = ["contact_id", "name", "email"]
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class DeliveryAttemptInline(ReadOnlyInline):
+    model = DeliveryAttempt
+    fields = ["attempted_at", "mx_host", "smtp_code", "smtp_text", "outcome"]
+
+
+class TrackingEventInline(ReadOnlyInline):
+    model = TrackingEvent
+    fields = ["occurred_at", "kind", "ip", "user_agent", "url", "automated", "automated_reason"]
+
+
+class AttachmentInline(ReadOnlyInline):
+    model = Attachment
+    fields = ["disposition", "content_type", "filename", "content_id"]
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = [
+        "message_id",
+        "receive_date",
+        "link",
+        "sender_address",
+        "recipient_address",
+        "disposition",
+        "read_disposition",
+    ]
+    list_filter = ["disposition", "read_disposition", "direction", "account"]
+    search_fields = ["=message_id", "sender_address", "recipient_address", "subject"]
+    date_hierarchy = "receive_date"
+    list_select_related = ["link"]
+    inlines = [AttachmentInline, DeliveryAttemptInline, TrackingEventInline]
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

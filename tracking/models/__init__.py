@@ -1,0 +1,30 @@
+"""The nouns of the product: accounts, the directory (nodes, links, contacts) and messages."""
+
+from tracking.models.accounts import Account, ApiCredential, User
+from tracking.models.directory import AliasDomain, Contact, Link, Node
+from tracking.models.messages import (
+    Attachment,
+    DeliveryAttempt,
+    Direction,
+    Disposition,
+    Message,
+    ReadDisposition,
+    TrackingEvent,
+)
+
+__all__ = [
+    "Account",
+    "AliasDomain",
+    "ApiCredential",
+    "Attachment",
+    "Contact",
+    "DeliveryAttempt",
+    "Direction",
+    "Disposition",
+    "Link",
+    "Message",
+    "Node",
+    "ReadDisposition",
+    "TrackingEvent",
+    "User",
+]

@@ -1,0 +1,173 @@
+"""Tracked messages, their attachments, delivery attempts and tracking events."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+from tracking.models.accounts import Account
+from tracking.models.directory import Link
+
+
+class Disposition(models.TextChoices):
+    """The spec's delivery states, exact strings. Only the state machine writes them."""
+
+    RECEIVED = "received", "Received"
+    SENT = "sent", "Sent"
+    QUEUED = "queued", "Queued"
+    UNDELIVERABLE = "undeliverable", "Undeliverable"
+    NO_MX_RECORD = "noMxRecord", "No Mx Record"
+    NO_RULES = "no_rules", "No Rules"
+    RULE_ERROR = "rule_error", "Rule Error"
+    RECEIVED_BOUNCED = "received_bounced", "Bounced"
+    EXPIRED = "expired", "Expired"
+
+
+class ReadDisposition(models.TextChoices):
+    UNREAD = "unread", "Unread"
+    READ = "read", "Read"
+
+
+class Direction(models.TextChoices):
+    API = "api", "Sent through the API"
+    ALIAS = "alias", "Forwarded from a link alias"
+    RELAY = "relay", "Relayed through a proxy address"
+
+
+class MessageQuerySet(models.QuerySet):
+    def for_account(self, account: Account) -> MessageQuerySet:
+        return self.filter(account=account)
+
+    def in_range(self, start, end) -> MessageQuerySet:
+        return self.filter(receive_date__gte=start, receive_date__lte=end)
+
+
+class Message(models.Model):
+    """One tracked email: what we were asked to send (or received to forward) and what became
+    of it. The search fields of the spec are columns here so a search needs no joins beyond
+    the link and its node."""
+
+    message_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="messages")
+    link = models.ForeignKey(Link, on_delete=models.PROTECT, related_name="messages")
+    direction = models.CharField(max_length=8, choices=Direction.choices, default=Direction.API)
+    # The conversation's UUID (conversations.Conversation.conversation_id), kept here as a value
+    # so tracking does not depend on the conversations app.
+    conversation_id = models.UUIDField(null=True, blank=True)
+
+    sender_address = models.CharField(max_length=254)
+    sender_name = models.CharField(max_length=200, blank=True)
+    recipient_address = models.CharField(max_length=254)
+    recipient_name = models.CharField(max_length=200, blank=True)
+    proxy_address = models.CharField(max_length=254, blank=True)
+    proxy_name = models.CharField(max_length=200, blank=True)
+    subject = models.CharField(max_length=998, blank=True)
+    text_content = models.TextField(blank=True)
+    html_content = models.TextField(blank=True)
+    # Extra headers to carry (In-Reply-To, References, ...), as {"Name": "value"}.
+    headers = models.JSONField(default=dict, blank=True)
+    # For forwarded and relayed mail: the original message, whose MIME structure is kept.
+    source_mime = models.BinaryField(null=True, blank=True, editable=False)
+    smtp_message_id = models.CharField(max_length=998, blank=True, db_index=True)
+
+    receive_date = models.DateTimeField(default=timezone.now)
+    delivery_date = models.DateTimeField(null=True, blank=True)
+    disposition = models.CharField(
+        max_length=20, choices=Disposition.choices, default=Disposition.RECEIVED
+    )
+    read_disposition = models.CharField(
+        max_length=8, choices=ReadDisposition.choices, default=ReadDisposition.UNREAD
+    )
+    read_first_date = models.DateTimeField(null=True, blank=True)
+
+    # Delivery bookkeeping: the state machine claims a message by bumping state_version with a
+    # conditional UPDATE, so two workers never hand the same attempt to a remote server.
+    attempt_count = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+    state_version = models.PositiveIntegerField(default=0)
+    last_smtp_response = models.TextField(blank=True)
+    # Why a message ended as it did when no SMTP reply says it (rule error, bounce diagnostic).
+    status_detail = models.TextField(blank=True)
+
+    objects = MessageQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["account", "receive_date"], name="msg_account_received"),
+            models.Index(fields=["link", "receive_date"], name="msg_link_received"),
+            models.Index(
+                fields=["account", "disposition", "receive_date"], name="msg_account_disp"
+            ),
+            models.Index(fields=["account", "conversation_id"], name="msg_account_conv"),
+            models.Index(fields=["account", "recipient_address"], name="msg_account_rcpt"),
+            models.Index(fields=["account", "sender_address"], name="msg_account_sender"),
+            models.Index(fields=["account", "proxy_address"], name="msg_account_proxy"),
+            models.Index(fields=["next_attempt_at"], name="msg_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} to {self.recipient_address} ({self.disposition})"
+
+
+class Attachment(models.Model):
+    class Disposition(models.TextChoices):
+        ATTACHMENT = "attachment", "Attachment"
+        INLINE = "inline", "Inline"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
+    disposition = models.CharField(max_length=10, choices=Disposition.choices)
+    content_type = models.CharField(max_length=255)
+    filename = models.CharField(max_length=255, blank=True)
+    content_id = models.CharField(max_length=255, blank=True)
+    content = models.BinaryField()
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return self.filename or self.content_id or self.content_type
+
+
+class DeliveryAttempt(models.Model):
+    """One try at handing a message to a remote server, with what it answered."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attempts")
+    attempted_at = models.DateTimeField(default=timezone.now)
+    mx_host = models.CharField(max_length=253, blank=True)
+    smtp_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    smtp_text = models.TextField(blank=True)
+    outcome = models.CharField(max_length=20, choices=Disposition.choices)
+
+    class Meta:
+        ordering = ["attempted_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.attempted_at:%Y-%m-%d %H:%M:%S} {self.mx_host} {self.smtp_code}"
+
+
+class TrackingEvent(models.Model):
+    """An open, a click or a bounce, classified as a person's or a machine's."""
+
+    class Kind(models.TextChoices):
+        OPEN = "open", "Open"
+        CLICK = "click", "Click"
+        BOUNCE = "bounce", "Bounce"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    occurred_at = models.DateTimeField(default=timezone.now)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.TextField(blank=True)
+    url = models.TextField(blank=True)
+    automated = models.BooleanField(default=False)
+    automated_reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["occurred_at", "pk"]
+        indexes = [models.Index(fields=["message", "occurred_at"], name="event_message_time")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} at {self.occurred_at:%Y-%m-%d %H:%M:%S}"

@@ -1,0 +1,36 @@
+"""The worker's scheduled jobs, declared in code. `manage.py setup_schedules` makes django-q2's
+Schedule table match this list (idempotent), so nobody clicks schedules into admin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    name: str
+    func: str
+    minutes: int
+
+
+SCHEDULES: list[ScheduledJob] = []
+
+
+def schedules_sync() -> list[str]:
+    """Create or update each declared schedule; remove ours that are no longer declared."""
+    from django_q.models import Schedule
+
+    names = []
+    for job in SCHEDULES:
+        Schedule.objects.update_or_create(
+            name=job.name,
+            defaults={
+                "func": job.func,
+                "schedule_type": Schedule.MINUTES,
+                "minutes": job.minutes,
+                "repeats": -1,
+            },
+        )
+        names.append(job.name)
+    Schedule.objects.filter(name__startswith="iovox:").exclude(name__in=names).delete()
+    return names

@@ -1,0 +1,57 @@
+"""Accounts, portal users and API credentials."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from tracking.models import Account, ApiCredential, User
+from tracking.models.accounts import hash_secure_key
+
+
+def secure_key_generate() -> str:
+    """A new secure key: 256 bits of randomness, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class IssuedCredential:
+    """A credential together with its key in clear, which exists only at this moment."""
+
+    credential: ApiCredential
+    secure_key: str
+
+
+def credential_create(
+    *, account: Account, username: str, secure_key: str | None = None
+) -> IssuedCredential:
+    key = secure_key or secure_key_generate()
+    credential = ApiCredential.objects.create(
+        account=account, username=username, key_hash=hash_secure_key(key), key_hint=key[:4]
+    )
+    return IssuedCredential(credential=credential, secure_key=key)
+
+
+def credential_rotate(*, credential: ApiCredential, secure_key: str | None = None) -> str:
+    """Replace the key of a credential; the old key stops working at once."""
+    key = secure_key or secure_key_generate()
+    credential.key_hash = hash_secure_key(key)
+    credential.key_hint = key[:4]
+    credential.save(update_fields=["key_hash", "key_hint"])
+    return key
+
+
+@transaction.atomic
+def account_create(
+    *, username: str, secure_key: str | None = None, password: str | None = None
+) -> tuple[Account, IssuedCredential, User]:
+    """An account with an API credential and a portal user, all named `username`."""
+    account = Account.objects.create(name=username)
+    issued = credential_create(account=account, username=username, secure_key=secure_key)
+    user = User.objects.create_user(username=username, password=password, account=account)
+    if password is None:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return account, issued, user

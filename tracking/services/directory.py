@@ -1,0 +1,139 @@
+"""Writes to the customer's directory: nodes, links, contacts, and link alias addresses."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from tracking.models import Account, AliasDomain, Contact, Link, Node
+
+# RFC 5321 allows 64 octets in a local part; we keep a margin for a collision suffix.
+LOCAL_PART_MAX = 64
+_UNSAFE = re.compile(r"[^a-z0-9]+")
+
+
+def node_create(*, account: Account, node_id: str, node_name: str, node_type: str = "") -> Node:
+    return Node.objects.create(
+        account=account, node_id=node_id, node_name=node_name, node_type=node_type
+    )
+
+
+def node_update(*, node: Node, **fields: Any) -> Node:
+    return _update(node, fields, allowed={"node_id", "node_name", "node_type"})
+
+
+def link_create(
+    *,
+    account: Account,
+    node: Node,
+    link_id: str,
+    link_name: str,
+    link_type: str = "",
+    destination: Contact | None = None,
+) -> Link:
+    _check_same_account(account, node, destination)
+    return Link.objects.create(
+        account=account,
+        node=node,
+        link_id=link_id,
+        link_name=link_name,
+        link_type=link_type,
+        destination=destination,
+    )
+
+
+def link_update(*, link: Link, **fields: Any) -> Link:
+    _check_same_account(link.account, fields.get("node"), fields.get("destination"))
+    return _update(
+        link, fields, allowed={"node", "link_id", "link_name", "link_type", "destination"}
+    )
+
+
+def link_set_destination(*, link: Link, destination: Contact | None) -> Link:
+    """Choose the contact alias mail of this link is forwarded to (None: no destination)."""
+    return link_update(link=link, destination=destination)
+
+
+def contact_create(
+    *, account: Account, name: str, email: str = "", contact_id: str | None = None
+) -> Contact:
+    return Contact.objects.create(
+        account=account, contact_id=contact_id or secrets.token_hex(6), name=name, email=email
+    )
+
+
+def contact_update(*, contact: Contact, **fields: Any) -> Contact:
+    return _update(contact, fields, allowed={"contact_id", "name", "email"})
+
+
+def alias_local_part(node_name: str, link_name: str) -> str:
+    """ "[NodeName]_[LinkName]", lower-cased, accents dropped, and every run of characters
+    outside [a-z0-9] made a single hyphen, so the result is a plain dot-atom local part."""
+
+    def safe(text: str) -> str:
+        ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+        return _UNSAFE.sub("-", ascii_text.lower()).strip("-")
+
+    node_part, link_part = safe(node_name) or "node", safe(link_name) or "link"
+    half = (LOCAL_PART_MAX - 8) // 2
+    return f"{node_part[:half].strip('-')}_{link_part[:half].strip('-')}"
+
+
+def alias_domain_for(account: Account) -> str:
+    """The account's private alias domain when it has one, else the shared default."""
+    private = AliasDomain.objects.filter(account=account).order_by("pk").first()
+    return private.domain if private else settings.ALIAS_DOMAIN
+
+
+def link_generate_alias(*, link: Link, max_tries: int = 1000) -> tuple[Link, bool]:
+    """Give the link its alias address, unique across the platform (a numeric suffix on a
+    collision). Returns the link and whether an address was created; a link that already has
+    one keeps it."""
+    if link.email_address:
+        return link, False
+    base = alias_local_part(link.node.node_name, link.link_name)
+    domain = alias_domain_for(link.account)
+    for n in range(1, max_tries + 1):
+        local = base if n == 1 else f"{base}{n}"
+        address = f"{local}@{domain}"
+        if Link.objects.filter(email_address=address).exists():
+            continue
+        try:
+            # The unique constraint decides a race between two generators.
+            with transaction.atomic():
+                updated = Link.objects.filter(pk=link.pk, email_address__isnull=True).update(
+                    email_address=address
+                )
+        except IntegrityError:
+            continue
+        link.refresh_from_db(fields=["email_address"])
+        return link, updated == 1
+    raise RuntimeError(f"no free alias address for {base}@{domain} after {max_tries} tries")
+
+
+def link_clear_alias(*, link: Link) -> Link:
+    link.email_address = None
+    link.save(update_fields=["email_address"])
+    return link
+
+
+def _check_same_account(account: Account, *objects: Any) -> None:
+    for obj in objects:
+        if obj is not None and obj.account_id != account.pk:
+            raise ValueError(f"{obj!r} belongs to another account")
+
+
+def _update(instance, fields: dict[str, Any], *, allowed: set[str]):
+    unknown = set(fields) - allowed
+    if unknown:
+        raise TypeError(f"cannot update {', '.join(sorted(unknown))}")
+    for name, value in fields.items():
+        setattr(instance, name, value)
+    if fields:
+        instance.save(update_fields=list(fields))
+    return instance

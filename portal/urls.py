@@ -7,6 +7,30 @@ app_name = "portal"
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("login/", auth_views.LoginView.as_view(template_name="portal/login.html"), name="login"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            template_name="portal/login.html", redirect_authenticated_user=True
+        ),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("nodes/", views.nodes, name="nodes"),
+    path("nodes/new", views.node_create, name="node_create"),
+    path("nodes/<str:node_id>/edit", views.node_edit, name="node_edit"),
+    path("links/new", views.link_create, name="link_create"),
+    path("links/<str:link_id>/edit", views.link_edit, name="link_edit"),
+    path(
+        "links/<str:link_id>/email-address",
+        views.link_generate_alias,
+        name="link_generate_alias",
+    ),
+    path("links/<str:link_id>/destination", views.link_destination, name="link_destination"),
+    path("contacts/", views.contacts, name="contacts"),
+    path("contacts/new", views.contact_create, name="contact_create"),
+    path("contacts/<str:contact_id>/edit", views.contact_edit, name="contact_edit"),
+    path("contacts/<str:contact_id>/delete", views.contact_delete, name="contact_delete"),
+    path("communications/", views.communications, name="communications"),
+    path("communications/export.csv", views.communications_export, name="communications_export"),
+    path("messages/<str:message_id>", views.message_detail, name="message_detail"),
 ]

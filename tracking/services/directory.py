@@ -137,3 +137,29 @@ def _update(instance, fields: dict[str, Any], *, allowed: set[str]):
     if fields:
         instance.save(update_fields=list(fields))
     return instance
+
+
+class ContactInUse(Exception):
+    """A contact cannot be deleted while links forward their alias mail to it."""
+
+    def __init__(self, contact: Contact, link_ids: list[str]):
+        self.contact = contact
+        self.link_ids = link_ids
+        super().__init__(
+            f"contact {contact.contact_id} is the destination of {len(link_ids)} link(s)"
+        )
+
+
+@transaction.atomic
+def contact_delete(*, contact: Contact) -> None:
+    """Delete a contact, refused (ContactInUse) while any link uses it as its destination.
+    The row lock keeps a concurrent link_set_destination from slipping in between."""
+    Contact.objects.select_for_update().filter(pk=contact.pk).first()
+    link_ids = list(
+        Link.objects.filter(destination=contact)
+        .order_by("link_id")
+        .values_list("link_id", flat=True)
+    )
+    if link_ids:
+        raise ContactInUse(contact, link_ids)
+    contact.delete()

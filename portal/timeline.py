@@ -1,0 +1,83 @@
+"""What happened to a message, in order: received, each delivery attempt with the remote
+server's reply, sent or bounced, each open and click (a person's or a machine's)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from tracking.models import DeliveryAttempt, Disposition, Message, TrackingEvent
+
+FINAL_WORDS = {
+    Disposition.NO_MX_RECORD: "No MX record for the recipient's domain",
+    Disposition.NO_RULES: "No rules: the link has no email destination",
+    Disposition.RULE_ERROR: "Rule error: the link's rule could not be applied",
+    Disposition.EXPIRED: "Expired: not delivered after many attempts",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    at: datetime | None
+    kind: str  # CSS hook: received, attempt, sent, failed, bounce, open, click
+    title: str
+    detail: str = ""
+    badge: str = ""  # "Human" / "Automated"
+    note: str = ""
+
+
+def message_timeline(
+    message: Message, attempts: list[DeliveryAttempt], events: list[TrackingEvent]
+) -> list[Step]:
+    steps = [Step(message.receive_date, "received", "Received", note=_direction(message))]
+    for attempt in attempts:
+        steps.append(_attempt_step(attempt))
+    if message.delivery_date:
+        steps.append(
+            Step(
+                message.delivery_date,
+                "sent",
+                "Sent",
+                f"Accepted by the remote server for {message.recipient_address}",
+            )
+        )
+    for event in events:
+        steps.append(_event_step(event))
+    if message.disposition in FINAL_WORDS:
+        steps.append(Step(None, "failed", FINAL_WORDS[message.disposition], message.status_detail))
+    # Undated conclusions go last; the rest in time order (sorted is stable for ties).
+    return sorted(steps, key=lambda s: (s.at is None, s.at or message.receive_date))
+
+
+def _direction(message: Message) -> str:
+    return message.get_direction_display()
+
+
+def _attempt_step(attempt: DeliveryAttempt) -> Step:
+    reply = " ".join(str(p) for p in (attempt.smtp_code, attempt.smtp_text) if p)
+    where = f"to {attempt.mx_host}" if attempt.mx_host else ""
+    kind = {
+        Disposition.SENT: "attempt-ok",
+        Disposition.QUEUED: "attempt-retry",
+    }.get(attempt.outcome, "failed")
+    title = f"Delivery attempt {where}".strip()
+    return Step(
+        attempt.attempted_at, kind, title, reply or "No reply", note=attempt.get_outcome_display()
+    )
+
+
+def _event_step(event: TrackingEvent) -> Step:
+    if event.kind == TrackingEvent.Kind.BOUNCE:
+        return Step(event.occurred_at, "bounce", "Bounced", event.url or event.user_agent)
+    title = "Opened" if event.kind == TrackingEvent.Kind.OPEN else "Clicked"
+    detail = event.url if event.kind == TrackingEvent.Kind.CLICK else ""
+    who = " ".join(p for p in (event.ip or "", event.user_agent[:120]) if p)
+    badge = "Automated" if event.automated else "Human"
+    return Step(
+        event.occurred_at,
+        event.kind,
+        title,
+        detail,
+        badge=badge,
+        note=" — ".join(p for p in (event.automated_reason, who) if p),
+    )

@@ -1,0 +1,37 @@
+"""Portal pages. They read through the apps' querysets and access helpers and act through
+their services; each view reads, calls one service, then renders or redirects."""
+
+from portal.views.communications import communications, communications_export
+from portal.views.directory import (
+    contact_create,
+    contact_delete,
+    contact_edit,
+    contacts,
+    home,
+    link_create,
+    link_destination,
+    link_edit,
+    link_generate_alias,
+    node_create,
+    node_edit,
+    nodes,
+)
+from portal.views.messages import message_detail
+
+__all__ = [
+    "communications",
+    "communications_export",
+    "contact_create",
+    "contact_delete",
+    "contact_edit",
+    "contacts",
+    "home",
+    "link_create",
+    "link_destination",
+    "link_edit",
+    "link_generate_alias",
+    "message_detail",
+    "node_create",
+    "node_edit",
+    "nodes",
+]

@@ -1,0 +1,109 @@
+"""Aggregates over a set of messages (a search result): the KPI counts and the per-day
+breakdown by disposition the portal charts. They take a queryset, so they report on exactly
+the messages a search found, with the search's own filters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, timedelta
+
+from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import TruncDate
+
+from tracking.models import Disposition, ReadDisposition
+
+# Delivered at some point: the denominator of the read rate.
+DELIVERED = (Disposition.SENT, Disposition.RECEIVED_BOUNCED)
+# The one query of message_kpis counts these; "failed" are the final non-delivered states.
+FAILED = (
+    Disposition.UNDELIVERABLE,
+    Disposition.NO_MX_RECORD,
+    Disposition.EXPIRED,
+    Disposition.NO_RULES,
+    Disposition.RULE_ERROR,
+)
+
+
+@dataclass(frozen=True)
+class MessageKpis:
+    emails: int
+    sent: int
+    bounced: int
+    failed: int
+    pending: int
+    read: int
+
+    @property
+    def delivered(self) -> int:
+        return self.sent + self.bounced
+
+    @property
+    def read_rate(self) -> float | None:
+        """Share of delivered messages that were read (None when nothing was delivered)."""
+        return self.read / self.delivered if self.delivered else None
+
+    @property
+    def bounce_rate(self) -> float | None:
+        return self.bounced / self.delivered if self.delivered else None
+
+
+def message_kpis(messages: QuerySet) -> MessageKpis:
+    """Counts for the KPI boxes, in one query."""
+    row = messages.order_by().aggregate(
+        emails=Count("pk"),
+        sent=Count("pk", filter=Q(disposition=Disposition.SENT)),
+        bounced=Count("pk", filter=Q(disposition=Disposition.RECEIVED_BOUNCED)),
+        failed=Count("pk", filter=Q(disposition__in=FAILED)),
+        pending=Count("pk", filter=Q(disposition__in=(Disposition.RECEIVED, Disposition.QUEUED))),
+        read=Count(
+            "pk",
+            filter=Q(read_disposition=ReadDisposition.READ, disposition__in=DELIVERED),
+        ),
+    )
+    return MessageKpis(**row)
+
+
+@dataclass
+class DayCounts:
+    day: date
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def messages_per_day(messages: QuerySet, *, first: date, last: date) -> list[DayCounts]:
+    """One entry per UTC day from `first` to `last` (days without mail included), each with
+    its message count per disposition. One grouped query."""
+    days = {
+        first + timedelta(n): DayCounts(first + timedelta(n))
+        for n in range((last - first).days + 1)
+    }
+    rows = (
+        messages.order_by()
+        .annotate(day=TruncDate("receive_date", tzinfo=UTC))
+        .values("day", "disposition")
+        .annotate(n=Count("pk"))
+    )
+    for row in rows:
+        entry = days.get(row["day"])
+        if entry is not None:
+            entry.counts[row["disposition"]] = row["n"]
+    return list(days.values())
+
+
+def messages_per_link(messages: QuerySet) -> QuerySet:
+    """One row per link with its emails, sent, bounced and read counts, busiest first."""
+    return (
+        messages.order_by()
+        .values("link__link_id", "link__link_name", "link__node__node_id", "link__node__node_name")
+        .annotate(
+            emails=Count("pk"),
+            sent=Count("pk", filter=Q(disposition=Disposition.SENT)),
+            bounced=Count("pk", filter=Q(disposition=Disposition.RECEIVED_BOUNCED)),
+            failed=Count("pk", filter=Q(disposition__in=FAILED)),
+            read=Count("pk", filter=Q(read_disposition=ReadDisposition.READ)),
+        )
+        .order_by("-emails", "link__link_id")
+    )

@@ -38,7 +38,7 @@ def message_timeline(
                 message.delivery_date,
                 "sent",
                 "Sent",
-                f"Accepted by the remote server for {message.recipient_address}",
+                note=f"Accepted by the remote server for {message.recipient_address}",
             )
         )
     for event in events:

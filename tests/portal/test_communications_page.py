@@ -104,7 +104,7 @@ def test_filters_narrow_the_kpis_and_the_table(alice_portal, traffic, query, ema
     response = alice_portal.get(f"/communications/?view=emails&{query}")
 
     assert response.context["kpis"].emails == emails
-    assert response.content.decode().count('<td class="nowrap"><a href="/messages/') == emails
+    assert response.content.decode().count('<a class="when" href="/messages/') == emails
 
 
 def test_the_emails_kpi_box_switches_the_table_to_the_email_columns(alice_portal, traffic):
@@ -198,7 +198,7 @@ def test_the_chart_has_a_bar_per_day_stacked_by_status(alice_portal, traffic):
 def test_bobs_mail_never_shows_in_alices_page(alice_portal, bob, traffic):
     page = alice_portal.get("/communications/?view=emails&link=civic").content.decode()
 
-    assert page.count('<td class="nowrap"><a href="/messages/') == 3
+    assert page.count('<a class="when" href="/messages/') == 3
 
 
 def test_a_conversation_link_shows_the_whole_thread(alice_portal, links):

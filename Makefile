@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 WEB_PORT ?= 8000
 
-.PHONY: run test lint format venv migrate demo bench-send bench-tracking bench-search bench-inbound clean
+.PHONY: run test lint format venv migrate demo bench-send bench-tracking bench-search bench-inbound bench-portal clean
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; $(PYTHON) is " + sys.version.split()[0])'
@@ -55,6 +55,9 @@ bench-search: venv
 
 bench-inbound: venv
 	$(PY) bench/inbound.py
+
+bench-portal: venv
+	$(PY) bench/portal.py
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3* .pytest_cache

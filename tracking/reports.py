@@ -10,7 +10,7 @@ from datetime import UTC, date, timedelta
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
 
-from tracking.models import Disposition, ReadDisposition
+from tracking.models import Disposition, Link, ReadDisposition
 
 # Delivered at some point: the denominator of the read rate.
 DELIVERED = (Disposition.SENT, Disposition.RECEIVED_BOUNCED)
@@ -94,10 +94,12 @@ def messages_per_day(messages: QuerySet, *, first: date, last: date) -> list[Day
 
 
 def messages_per_link(messages: QuerySet) -> QuerySet:
-    """One row per link with its emails, sent, bounced and read counts, busiest first."""
+    """One row per link (its primary key as `link`) with its emails, sent, bounced, failed and
+    read counts, busiest first. Grouped on the message table alone; `with_links` adds the
+    links of the rows actually shown."""
     return (
         messages.order_by()
-        .values("link__link_id", "link__link_name", "link__node__node_id", "link__node__node_name")
+        .values("link")
         .annotate(
             emails=Count("pk"),
             sent=Count("pk", filter=Q(disposition=Disposition.SENT)),
@@ -105,5 +107,12 @@ def messages_per_link(messages: QuerySet) -> QuerySet:
             failed=Count("pk", filter=Q(disposition__in=FAILED)),
             read=Count("pk", filter=Q(read_disposition=ReadDisposition.READ)),
         )
-        .order_by("-emails", "link__link_id")
+        .order_by("-emails", "link")
     )
+
+
+def with_links(rows: list[dict]) -> list[dict]:
+    """The rows of messages_per_link, each given its Link (and node) under "link", in one
+    query."""
+    links = Link.objects.select_related("node").in_bulk([row["link"] for row in rows])
+    return [row | {"link": links[row["link"]]} for row in rows]

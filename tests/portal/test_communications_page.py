@@ -130,7 +130,7 @@ def test_statuses_use_the_guides_wording(alice_portal, traffic):
 def test_the_links_table_sums_up_each_link(alice_portal, traffic):
     response = alice_portal.get("/communications/")
 
-    rows = {row["link__link_id"]: row for row in response.context["page"]}
+    rows = {row["link"].link_id: row for row in response.context["page"]}
     assert rows["civic"]["emails"] == 3 and rows["civic"]["bounced"] == 1
     assert rows["flat"]["failed"] == 2
 

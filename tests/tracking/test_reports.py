@@ -4,7 +4,7 @@ from datetime import UTC, date, datetime
 
 from tests.factories import LinkFactory, MessageFactory
 from tracking.models import Disposition, Message
-from tracking.reports import message_kpis, messages_per_day, messages_per_link
+from tracking.reports import message_kpis, messages_per_day, messages_per_link, with_links
 
 
 def test_kpis_count_dispositions_and_reads_of_delivered_mail(alice, django_assert_num_queries):
@@ -55,9 +55,9 @@ def test_messages_per_link_puts_the_busiest_link_first(alice):
     MessageFactory(link=quiet)
     MessageFactory.create_batch(3, link=busy, disposition=Disposition.SENT)
 
-    rows = list(messages_per_link(Message.objects.for_account(alice.account)))
+    rows = with_links(list(messages_per_link(Message.objects.for_account(alice.account))))
 
-    assert [(r["link__link_id"], r["emails"], r["sent"]) for r in rows] == [
+    assert [(r["link"].link_id, r["emails"], r["sent"]) for r in rows] == [
         (busy.link_id, 3, 3),
         (quiet.link_id, 1, 0),
     ]

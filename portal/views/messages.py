@@ -12,6 +12,16 @@ from portal.timeline import message_timeline
 from tracking import access
 from tracking.models import Message
 
+# Shown to the account manager, the message must not phone home: a remote image or a click in
+# the preview would hit the tracking pixel or a click URL and count as the recipient's open.
+# The frame is sandboxed (no scripts, no popups) and this policy blocks every fetch but inline
+# images; links open as popups, which the sandbox refuses.
+PREVIEW_HEAD = (
+    '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+    "style-src 'unsafe-inline'; img-src data:; font-src data:\">"
+    '<base target="_blank">'
+)
+
 
 @account_required
 def message_detail(request: HttpRequest, message_id: str) -> HttpResponse:
@@ -35,6 +45,7 @@ def message_detail(request: HttpRequest, message_id: str) -> HttpResponse:
         "portal/message_detail.html",
         {
             "message": message,
+            "preview": PREVIEW_HEAD + message.html_content if message.html_content else "",
             "timeline": message_timeline(message, attempts, events),
             "attachments": attachments,
             "thread": thread,

@@ -6,7 +6,9 @@ tests skip, unless CHROMIUM_REQUIRED=1 (CI), where a missing browser is a failur
 from __future__ import annotations
 
 import os
+import threading
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,32 @@ def page(browser, live_server):
 
 
 @pytest.fixture
+def remote_images():
+    """A server on loopback standing in for the sender's image host (and our own pixel): it
+    records every request it gets."""
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.hits = hits
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
 def dealer(alice):
     UserFactory(username="alice-user", account=alice.account)  # password "password"
     node = NodeFactory(account=alice.account, node_id="abc123", node_name="Bobs automotive")
@@ -118,7 +146,7 @@ def test_log_in_generate_an_address_and_assign_a_contact_inline(page, dealer):
     assert page.url.endswith("/nodes/")  # all of it inline, no page load
 
 
-def test_filter_communication_details_and_open_a_message(page, alice, dealer):
+def test_filter_communication_details_and_open_a_message(page, remote_images, alice, dealer):
     now = timezone.now()
     statuses = [Disposition.SENT] * 5 + [Disposition.RECEIVED_BOUNCED, Disposition.QUEUED]
     for n, status in enumerate(statuses):
@@ -134,16 +162,23 @@ def test_filter_communication_details_and_open_a_message(page, alice, dealer):
         delivery_date=now - timedelta(hours=2) + timedelta(seconds=20),
         disposition=Disposition.SENT,
         subject="Your test drive",
+        # Viewing the message must not fetch its (tracking) images.
+        html_content=f'<p>Hello</p><img src="{remote_images.url}/pixel.gif">',
     )
     DeliveryAttempt.objects.create(
         message=opened,
+        attempted_at=opened.delivery_date,
         mx_host="mx.example.net",
         smtp_code=250,
         smtp_text="2.0.0 Ok",
         outcome="sent",
     )
     TrackingEvent.objects.create(
-        message=opened, kind="open", automated=True, automated_reason="Image proxy"
+        message=opened,
+        kind="open",
+        occurred_at=opened.delivery_date + timedelta(seconds=3),
+        automated=True,
+        automated_reason="Image proxy",
     )
 
     log_in(page)
@@ -168,6 +203,10 @@ def test_filter_communication_details_and_open_a_message(page, alice, dealer):
     page.wait_for_url(f"**/messages/{opened.message_id}")
     timeline = page.locator(".timeline").inner_text()
     assert "250 2.0.0 Ok" in timeline and "Automated" in timeline
+    preview = page.frame_locator("iframe.html-preview")
+    assert preview.locator("p").inner_text() == "Hello"
+    page.wait_for_load_state("load")  # the frame and whatever it was allowed to fetch
+    assert remote_images.hits == []
     shot(page, "message")
 
 

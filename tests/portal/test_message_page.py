@@ -134,6 +134,8 @@ def test_the_html_content_is_shown_in_a_sandboxed_frame(alice_portal, alice):
 
     assert '<iframe class="html-preview" sandbox=""' in page
     assert "<script>alert" not in page
+    # Remote fetches (the tracking pixel) are blocked inside the frame.
+    assert "Content-Security-Policy&quot; content=&quot;default-src &#x27;none&#x27;" in page
 
 
 def test_a_conversation_message_shows_the_whole_thread(alice_portal, alice, bob):

@@ -8,6 +8,13 @@ from django.test import Client
 from tests.factories import UserFactory
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Portal tests log users in; the production hasher's ~300 ms per password is not what
+    they test."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def portal_client(account, username: str) -> Client:
     user = UserFactory(username=username, account=account)
     client = Client()

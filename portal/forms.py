@@ -253,6 +253,24 @@ class CommunicationFilterForm(forms.Form):
         end = self.cleaned_data.get("end") if self.is_valid() else None
         return end or self.today
 
+    def presets(self) -> list[dict]:
+        """Quick ranges offered above the filters, with whether each is the range in force."""
+        today = self.today
+        first_of_month = today.replace(day=1)
+        last_month_end = first_of_month - timedelta(days=1)
+        ranges = [
+            ("Today", today, today),
+            ("Last 7 days", today - timedelta(days=6), today),
+            ("Last 30 days", today - timedelta(days=DEFAULT_RANGE_DAYS - 1), today),
+            ("This month", first_of_month, today),
+            ("Last month", last_month_end.replace(day=1), last_month_end),
+        ]
+        current = (self.first_day, self.last_day) if self.is_valid() else None
+        return [
+            {"label": label, "start": start, "end": end, "active": current == (start, end)}
+            for label, start, end in ranges
+        ]
+
     def search_params(self) -> dict[str, str]:
         """The search API's parameters for these filters (start and end always explicit)."""
         data = self.cleaned_data if self.is_valid() else {}

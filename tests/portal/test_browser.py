@@ -146,6 +146,18 @@ def test_log_in_generate_an_address_and_assign_a_contact_inline(page, dealer):
     assert page.url.endswith("/nodes/")  # all of it inline, no page load
 
 
+def test_an_inline_edit_on_a_link_deleted_meanwhile_says_so(page, dealer):
+    log_in(page, "/nodes/")
+    page.wait_for_url("**/nodes/")
+    dealer.delete()  # by someone else, after this page was drawn
+
+    page.locator("#link-xyz789").get_by_role("button", name="Generate Email Address").click()
+
+    alert = page.locator(".flash-error")
+    alert.wait_for()
+    assert "no longer exists" in alert.inner_text()
+
+
 def test_filter_communication_details_and_open_a_message(page, remote_images, alice, dealer):
     now = timezone.now()
     statuses = [Disposition.SENT] * 5 + [Disposition.RECEIVED_BOUNCED, Disposition.QUEUED]

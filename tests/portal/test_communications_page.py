@@ -269,3 +269,14 @@ def test_csv_export_of_bad_filters_is_a_400(alice_portal, traffic):
     response = alice_portal.get("/communications/export.csv?start=2026-03-10&end=2026-03-01")
 
     assert response.status_code == 400
+
+
+def test_quick_ranges_keep_the_other_filters_and_mark_the_range_in_force(alice_portal, traffic):
+    page = alice_portal.get("/communications/?node=dealer&view=emails").content.decode()
+
+    assert (
+        'class="preset" href="?node=dealer&amp;start=2026-03-09&amp;end=2026-03-15'
+        '&amp;view=emails">Last 7 days' in page
+    )
+    assert 'class="preset active" href="?node=dealer&amp;start=2026-02-14' in page
+    assert "start=2026-02-01&amp;end=2026-02-28" in page  # last month

@@ -124,6 +124,16 @@ def test_a_bounce_and_a_final_status_appear_on_the_timeline(alice_portal, alice)
     assert nomx_steps[-1].title == "No MX record for the recipient's domain"
 
 
+def test_extra_headers_are_listed(alice_portal, alice):
+    message = MessageFactory(
+        link=LinkFactory(node__account=alice.account), headers={"In-Reply-To": "<a@b.example>"}
+    )
+
+    page = alice_portal.get(f"/messages/{message.message_id}").content.decode()
+
+    assert "In-Reply-To: &lt;a@b.example&gt;" in page
+
+
 def test_the_html_content_is_shown_in_a_sandboxed_frame(alice_portal, alice):
     message = MessageFactory(
         link=LinkFactory(node__account=alice.account),

@@ -1,0 +1,35 @@
+"""Searching tracked emails (`GET /rest/v1/email/search`), shared with the portal."""
+
+from tracking.search.params import (
+    AVAILABLE_FIELDS,
+    FILTERS,
+    MAX_LIMIT,
+    SearchError,
+    SearchQuery,
+    default_range,
+    search_parse,
+)
+from tracking.search.query import (
+    search_count,
+    search_ordering,
+    search_page,
+    search_queryset,
+    search_rows,
+    total_pages,
+)
+
+__all__ = [
+    "AVAILABLE_FIELDS",
+    "FILTERS",
+    "MAX_LIMIT",
+    "SearchError",
+    "SearchQuery",
+    "default_range",
+    "search_count",
+    "search_ordering",
+    "search_page",
+    "search_parse",
+    "search_queryset",
+    "search_rows",
+    "total_pages",
+]

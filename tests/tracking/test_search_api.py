@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from unittest.mock import ANY
 
 import pytest
 import time_machine
+from django.db import connection
 
 from tests.factories import LinkFactory, MessageFactory, NodeFactory
 from tracking.models import Message
-from tracking.search import search_page, search_parse, search_queryset
+from tracking.search import search_page, search_parse, search_queryset, search_results
 
 pytestmark = pytest.mark.django_db
 
@@ -365,24 +367,78 @@ def test_a_page_costs_a_bounded_number_of_queries(alice, civic, django_assert_ma
     for day in range(1, 21):
         spec_message(civic if day % 2 else other, receive_date=at(f"2021-06-{day:02} 10:00:00"))
     alice.credential.touch()  # last_used is fresh, so authentication is one query
-    # authentication, count, rows
+    # authentication, the page, the count
     with django_assert_max_num_queries(3):
-        page = search(alice, **YEAR_2021, order="node_name_ASC,link_id_DESC")
-    assert page["total_results"] == 20 and len(page["results"]) == 20
+        page = search(alice, **YEAR_2021, order="node_name_ASC,link_id_DESC", limit=5, page=2)
+    assert (page["total_results"], page["total_pages"], len(page["results"])) == (20, 4, 5)
 
 
-def test_a_large_page_is_streamed_in_chunks(alice, civic):
+def test_a_page_that_is_not_full_needs_no_count(alice, civic, django_assert_num_queries):
+    for day in range(1, 8):
+        spec_message(civic, receive_date=at(f"2021-06-{day:02} 10:00:00"))
+    alice.credential.touch()
+    with django_assert_num_queries(2):  # authentication and the page
+        page = search(alice, **YEAR_2021, limit=5, page=2)
+    assert (page["total_results"], page["total_pages"], len(page["results"])) == (7, 2, 2)
+    with django_assert_num_queries(3):  # past the end: the count says how far the end is
+        page = search(alice, **YEAR_2021, limit=5, page=3)
+    assert (page["total_results"], page["total_pages"], page["results"]) == (7, 2, [])
+
+
+def test_node_and_link_filters_cost_one_small_query_first(alice, civic, django_assert_num_queries):
+    spec_message(civic)
+    alice.credential.touch()
+    with django_assert_num_queries(3):  # authentication, the matching links, the page
+        assert search(alice, **YEAR_2021, node_id="abc123", limit=100)["total_results"] == 1
+    with django_assert_num_queries(2):  # no such link: no message query at all
+        assert search(alice, **YEAR_2021, link_id="nope", limit=100)["total_results"] == 0
+
+
+def test_a_deep_page_is_the_same_as_walking_the_pages(alice, civic):
+    for n in range(12):
+        spec_message(
+            civic,
+            receive_date=at(f"2021-06-{n // 3 + 1:02} 10:00:00"),
+            delivery_date=None if n % 3 == 0 else at(f"2021-06-20 10:00:{n:02}"),
+        )
+    everything = ids(search(alice, **YEAR_2021))
+    pages = [ids(search(alice, **YEAR_2021, limit=5, page=page)) for page in (1, 2, 3)]
+    assert sum(pages, []) == everything
+    by_link = ids(search(alice, **YEAR_2021, link_id="xyz789", order="delivery_date_ASC"))
+    assert (
+        ids(
+            search(alice, **YEAR_2021, link_id="xyz789", order="delivery_date_ASC", limit=4, page=3)
+        )
+        == by_link[8:]
+    )
+
+
+def test_dates_are_cut_to_the_second_not_rounded(alice, civic):
+    spec_message(
+        civic,
+        receive_date=at("2021-06-26 14:49:27") + timedelta(microseconds=999999),
+        read_first_date=at("2021-06-30 23:59:59") + timedelta(microseconds=500000),
+    )
+    [row] = search(alice, **YEAR_2021, fields="receive_date,read_first_date")["results"]
+    assert row == {"receive_date": "2021-06-26 14:49:27", "read_first_date": "2021-06-30 23:59:59"}
+
+
+def bulk_messages(link, count: int) -> None:
     start = at("2021-06-01 00:00:00")
     Message.objects.bulk_create(
         Message(
-            account=alice.account,
-            link=civic,
+            account=link.account,
+            link=link,
             sender_address="bob@bob.com",
             recipient_address=f"r{n}@customer.com",
             receive_date=start + timedelta(seconds=n),
         )
-        for n in range(2500)
+        for n in range(count)
     )
+
+
+def test_a_large_page_is_streamed_in_chunks(alice, civic):
+    bulk_messages(civic, 2500)
     response = alice.client.get(URL, {**YEAR_2021, "fields": "recipient_address"})
     assert response.streaming
     chunks = list(response.streaming_content)
@@ -391,6 +447,34 @@ def test_a_large_page_is_streamed_in_chunks(alice, civic):
     assert (page["total_results"], page["total_pages"], len(page["results"])) == (2500, 1, 2500)
     assert page["results"][0] == {"recipient_address": "r0@customer.com"}
     assert page["results"][-1] == {"recipient_address": "r2499@customer.com"}
+
+
+def test_closing_a_half_read_page_releases_its_cursor(alice, civic):
+    """What the view's streamed body does when the client goes away mid-page."""
+    bulk_messages(civic, 2500)
+    savepoints = list(connection.savepoint_ids)
+    total, rows = search_results(account=alice.account, query=search_parse(YEAR_2021))
+    assert total == 2500
+    assert next(rows) == {
+        "message_id": ANY,
+        "receive_date": "2021-06-01 00:00:00",
+        "node_id": "abc123",
+        "node_name": "Bobs automotive",
+        "node_type": "Dealer",
+        "link_id": "xyz789",
+        "link_name": "Honda Civic",
+        "link_type": "Vehicle",
+        "sender_address": "bob@bob.com",
+        "recipient_address": "r0@customer.com",
+        "disposition": "received",
+        "read_disposition": "unread",
+    }
+    # On PostgreSQL the cursor is read inside a transaction (a savepoint within the test's).
+    in_transaction = connection.vendor == "postgresql"
+    assert len(connection.savepoint_ids) == len(savepoints) + in_transaction
+    rows.close()
+    assert connection.savepoint_ids == savepoints
+    assert search(alice, **YEAR_2021, limit=1)["total_results"] == 2500
 
 
 def test_the_portal_gets_the_same_page_and_queryset(alice, civic):

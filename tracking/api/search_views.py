@@ -8,7 +8,8 @@ Parameters are validated before the first byte is sent, so every bad query is st
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterator
+from itertools import islice
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -21,9 +22,8 @@ from tracking.search import (
     FILTERS,
     SearchError,
     SearchQuery,
-    search_count,
     search_parse,
-    search_rows,
+    search_results,
     total_pages,
 )
 
@@ -67,26 +67,30 @@ class EmailSearchView(APIView):
         except SearchError as exc:
             raise exceptions.ValidationError(exc.errors) from exc
         account = request.user.account
-        total = search_count(account=account, query=query)
-        # Past the last page there is nothing to fetch.
-        rows = search_rows(account=account, query=query) if total > query.offset else iter(())
-        return StreamingHttpResponse(
-            _page_body(query, total, rows), content_type="application/json"
-        )
+        total, rows = search_results(account=account, query=query)
+        return StreamingHttpResponse(_PageBody(query, total, rows), content_type="application/json")
 
 
-def _page_body(query: SearchQuery, total: int, rows: Iterable[dict]) -> Iterator[bytes]:
-    head = {
-        "current_page": query.page,
-        "total_pages": total_pages(total, query.limit),
-        "total_results": total,
-    }
-    yield (_encode(head)[:-1] + ',"results":[').encode()
-    chunk: list[str] = []
-    separator = ""
-    for row in rows:
-        chunk.append(_encode(row))
-        if len(chunk) == ROWS_PER_CHUNK:
-            yield (separator + ",".join(chunk)).encode()
-            chunk, separator = [], ","
-    yield (separator + ",".join(chunk) + "]}").encode() if chunk else b"]}"
+class _PageBody:
+    """The streamed body. Django calls `close()` when the response ends, read to the end or
+    not (a client gone mid-page, a HEAD request): the rows' cursor is released then."""
+
+    def __init__(self, query: SearchQuery, total: int, rows: Generator[dict, None, None]):
+        self.query, self.total, self.rows = query, total, rows
+
+    def __iter__(self) -> Iterator[bytes]:
+        head = {
+            "current_page": self.query.page,
+            "total_pages": total_pages(self.total, self.query.limit),
+            "total_results": self.total,
+        }
+        yield (_encode(head)[:-1] + ',"results":[').encode()
+        separator = ""
+        while chunk := list(islice(self.rows, ROWS_PER_CHUNK)):
+            # One encoder call per chunk: the list's JSON without its brackets.
+            yield (separator + _encode(chunk)[1:-1]).encode()
+            separator = ","
+        yield b"]}"
+
+    def close(self) -> None:
+        self.rows.close()

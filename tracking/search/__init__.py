@@ -14,6 +14,7 @@ from tracking.search.query import (
     search_ordering,
     search_page,
     search_queryset,
+    search_results,
     search_rows,
     total_pages,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "search_page",
     "search_parse",
     "search_queryset",
+    "search_results",
     "search_rows",
     "total_pages",
 ]

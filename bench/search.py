@@ -312,15 +312,13 @@ def captured_sql(params: dict[str, str]) -> list[str]:
     account = Account.objects.get(name=USERNAME)
     query = search_parse(params)
     with CaptureQueriesContext(connection) as captured:
-        _, rows = search_results(account=account, query=query, as_json=True)
+        _, rows = search_results(account=account, query=query)
         for _ in rows:
             pass
-    # The page runs as a server-side cursor (in a transaction): run its SELECT itself.
-    statements = [
-        re.sub(r"^DECLARE .*? CURSOR (WITH(OUT)? HOLD )?FOR ", "", q["sql"])
-        for q in captured.captured_queries
-    ]
-    return [sql for sql in statements if sql.startswith("SELECT")]
+    statements = [q["sql"] for q in captured.captured_queries if not q["sql"].startswith(
+        ("FETCH", "CLOSE"))]  # fmt: skip
+    # The page runs as a server-side cursor; run its SELECT itself.
+    return [re.sub(r"^DECLARE .*? CURSOR WITH HOLD FOR ", "", sql) for sql in statements]
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -477,6 +477,27 @@ def test_closing_a_half_read_page_releases_its_cursor(alice, civic):
     assert search(alice, **YEAR_2021, limit=1)["total_results"] == 2500
 
 
+def test_the_api_and_the_python_rows_agree_on_every_kind_of_value(alice, civic):
+    spec_message(civic, sender_name='Bob "the builder" Bób', recipient_name="Zoë\\\n\t")
+    spec_message(civic, delivery_date=None, proxy_address="", proxy_name="", sender_name="")
+    spec_message(
+        civic,
+        conversation_id=uuid.uuid4(),
+        read_disposition="read",
+        read_first_date=at("2021-07-01 00:00:00"),
+        disposition="received_bounced",
+    )
+    for fields in ("", "proxy_name,message_id,read_first_date"):
+        params = {**YEAR_2021, "fields": fields}
+        api = search(alice, **params)
+        assert api == search_page(account=alice.account, query=search_parse(params))
+        assert len(api["results"]) == 3
+    # Undelivered first (delivery_date DESC), then by arrival.
+    assert api["results"][0] == {"message_id": ANY}
+    assert api["results"][1] == {"proxy_name": "Company Name", "message_id": ANY}
+    assert api["results"][2]["read_first_date"] == "2021-07-01 00:00:00"
+
+
 def test_the_portal_gets_the_same_page_and_queryset(alice, civic):
     for day in range(1, 4):
         spec_message(civic, receive_date=at(f"2021-06-0{day} 10:00:00"))

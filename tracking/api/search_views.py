@@ -17,6 +17,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serial
 from rest_framework import exceptions, serializers
 from rest_framework.views import APIView
 
+from tracking.models import Disposition
 from tracking.search import (
     AVAILABLE_FIELDS,
     FILTERS,
@@ -27,6 +28,7 @@ from tracking.search import (
     total_pages,
 )
 
+CHOICES = {"disposition": list(Disposition.values), "read_disposition": ["read", "unread"]}
 # Rows serialised per chunk written to the client.
 ROWS_PER_CHUNK = 500
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -34,7 +36,10 @@ _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _PARAMETERS = [
     OpenApiParameter("start_date", OpenApiTypes.STR, description="YYYY-MM-DD HH:MM:SS (UTC)"),
     OpenApiParameter("end_date", OpenApiTypes.STR, description="YYYY-MM-DD HH:MM:SS (UTC)"),
-    *[OpenApiParameter(name, OpenApiTypes.STR, description="exact match") for name in FILTERS],
+    *[
+        OpenApiParameter(name, OpenApiTypes.STR, description="exact match", enum=CHOICES.get(name))
+        for name in FILTERS
+    ],
     OpenApiParameter("fields", OpenApiTypes.STR, description="comma-separated field names"),
     OpenApiParameter(
         "order", OpenApiTypes.STR, description="e.g. receive_date_ASC,delivery_date_DESC"

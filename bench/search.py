@@ -317,10 +317,12 @@ def captured_sql(params: dict[str, str]) -> list[str]:
         _, rows = search_results(account=account, query=query)
         for _ in rows:
             pass
-    statements = [q["sql"] for q in captured.captured_queries if not q["sql"].startswith(
-        ("FETCH", "CLOSE"))]  # fmt: skip
-    # The page runs as a server-side cursor; run its SELECT itself.
-    return [re.sub(r"^DECLARE .*? CURSOR WITH HOLD FOR ", "", sql) for sql in statements]
+    # The page runs as a server-side cursor (in a transaction): run its SELECT itself.
+    statements = [
+        re.sub(r"^DECLARE .*? CURSOR (WITH(OUT)? HOLD )?FOR ", "", q["sql"])
+        for q in captured.captured_queries
+    ]
+    return [sql for sql in statements if sql.startswith("SELECT")]
 
 
 def percentile(values: list[float], fraction: float) -> float:

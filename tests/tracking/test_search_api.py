@@ -301,6 +301,12 @@ def test_no_match_is_zero_pages_and_an_empty_list(alice, civic):
     }
 
 
+def test_the_last_allowed_page_is_answered_not_overflowed(alice, civic):
+    spec_message(civic)
+    page = search(alice, **YEAR_2021, page=1_000_000_000, limit=20000)
+    assert (page["current_page"], page["total_results"], page["results"]) == (1_000_000_000, 1, [])
+
+
 def test_only_the_callers_messages_are_searched(alice, bob, civic):
     mine = spec_message(civic)
     bobs_node = NodeFactory(account=bob.account, node_id="abc123")

@@ -217,6 +217,12 @@ def test_the_date_range_is_inclusive_to_the_second(alice, civic):
     assert ids(page) == [str(m.message_id) for m in inside]
 
 
+def test_the_widest_dates_are_answered(alice, civic):
+    wanted = spec_message(civic)
+    page = search(alice, start_date="0001-01-01 00:00:00", end_date="9999-12-31 23:59:59")
+    assert ids(page) == [str(wanted.message_id)]
+
+
 def test_a_date_without_a_time_covers_the_whole_day(alice, civic):
     wanted = spec_message(civic, receive_date=at("2021-06-01 23:59:59"))
     spec_message(civic, receive_date=at("2021-06-02 00:00:00"))

@@ -119,6 +119,8 @@ def test_empty_values_count_as_left_out():
             "order: receive_date_UP must be a field name ending in _ASC or _DESC",
         ),
         ({"order": "link_id_ASC,link_id_DESC"}, "order: link_id is given more than once"),
+        ({"order": "_DESC"}, "order: _DESC must be a field name ending in _ASC or _DESC"),
+        ({"start_date": "２０２１-01-01"}, f"start_date {FORMAT}"),
         ({"page": "0"}, PAGE),
         ({"page": "-1"}, PAGE),
         ({"page": "two"}, PAGE),

@@ -65,8 +65,8 @@ MAX_LIMIT = 20000
 # Keeps (page - 1) * limit far inside a 64-bit OFFSET.
 MAX_PAGE = 1_000_000_000
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DATE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}")
 _NUMBER = re.compile(r"[0-9]{1,12}")
 
 
@@ -207,7 +207,7 @@ def _parse_order(raw: str, errors: list[str]) -> list[tuple[str, bool]]:
     order: list[tuple[str, bool]] = []
     for item in _split(raw):
         name, _, suffix = item.rpartition("_")
-        if suffix.upper() not in ("ASC", "DESC"):
+        if not name or suffix.upper() not in ("ASC", "DESC"):
             if item in AVAILABLE_FIELDS:
                 errors.append(f"order: {item} needs an _ASC or _DESC suffix")
             else:

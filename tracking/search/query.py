@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
 
@@ -102,11 +102,12 @@ def search_queryset(*, account: Account, query: SearchQuery) -> QuerySet[Message
     small query), so the message query filters on constants: PostgreSQL then estimates it
     from its statistics and can walk (account, link, receive_date) in order for one link,
     where a join would make it fetch and sort every match."""
-    messages = Message.objects.for_account(account).filter(
-        receive_date__gte=query.start,
+    messages = Message.objects.for_account(account).filter(receive_date__gte=query.start)
+    if query.end < datetime.max.replace(tzinfo=UTC) - timedelta(seconds=1):
         # `end` is inclusive to the second, so anything before the next second is in.
-        receive_date__lt=query.end + timedelta(seconds=1),
-    )
+        messages = messages.filter(receive_date__lt=query.end + timedelta(seconds=1))
+    else:
+        messages = messages.filter(receive_date__lte=query.end)  # 9999-12-31 23:59:59
     link_filters = {LINK_PATHS[n]: v for n, v in query.filters.items() if n in LINK_PATHS}
     if link_filters:
         links = Link.objects.filter(account=account, **link_filters).values_list("pk", flat=True)

@@ -368,6 +368,15 @@ def test_a_nul_character_is_a_400_not_a_server_error(alice):
     assert response.json() == {"errors": ["sender_address cannot contain NUL characters"]}
 
 
+def test_a_head_request_is_answered_without_leaving_a_transaction_open(alice, civic):
+    bulk_messages(civic, 2500)
+    savepoints = list(connection.savepoint_ids)
+    response = alice.client.head(URL, YEAR_2021)
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == b""
+    assert connection.savepoint_ids == savepoints
+
+
 def test_searching_needs_credentials(alice):
     response = alice.client.__class__().get(URL)
     assert response.status_code == 401
@@ -484,6 +493,10 @@ def test_closing_a_half_read_page_releases_its_cursor(alice, civic):
     # On PostgreSQL the cursor is read inside a transaction (a savepoint within the test's).
     in_transaction = connection.vendor == "postgresql"
     assert len(connection.savepoint_ids) == len(savepoints) + in_transaction
+    rows.close()
+    assert connection.savepoint_ids == savepoints
+    # Closed before a row is read, as after a HEAD request.
+    total, rows = search_results(account=alice.account, query=search_parse(YEAR_2021))
     rows.close()
     assert connection.savepoint_ids == savepoints
     assert search(alice, **YEAR_2021, limit=1)["total_results"] == 2500

@@ -8,7 +8,7 @@ Parameters are validated before the first byte is sent, so every bad query is st
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from itertools import islice
 
 from django.http import StreamingHttpResponse
@@ -23,6 +23,7 @@ from tracking.search import (
     FILTERS,
     SearchError,
     SearchQuery,
+    SearchRows,
     search_parse,
     search_results,
     total_pages,
@@ -80,7 +81,7 @@ class _PageBody:
     """The streamed body. Django calls `close()` when the response ends, read to the end or
     not (a client gone mid-page, a HEAD request): the rows' cursor is released then."""
 
-    def __init__(self, query: SearchQuery, total: int, rows: Generator[dict, None, None]):
+    def __init__(self, query: SearchQuery, total: int, rows: SearchRows):
         self.query, self.total, self.rows = query, total, rows
 
     def __iter__(self) -> Iterator[bytes]:

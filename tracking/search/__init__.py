@@ -11,6 +11,7 @@ from tracking.search.params import (
     search_parse,
 )
 from tracking.search.query import (
+    SearchRows,
     search_count,
     search_ordering,
     search_page,
@@ -27,6 +28,7 @@ __all__ = [
     "PARAMETERS",
     "SearchError",
     "SearchQuery",
+    "SearchRows",
     "default_range",
     "search_count",
     "search_ordering",

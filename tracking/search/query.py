@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Generator, Iterator
 from datetime import UTC, datetime, timedelta
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 from django.db import connections, transaction
@@ -183,13 +183,12 @@ def total_pages(total: int, limit: int) -> int:
     return math.ceil(total / limit)
 
 
-def search_results(
-    *, account: Account, query: SearchQuery
-) -> tuple[int, Generator[dict[str, str], None, None]]:
+def search_results(*, account: Account, query: SearchQuery) -> tuple[int, SearchRows]:
     """`total_results` and the page's rows, with the rows fetched first so that COUNT(*), the
     costly part of a search, runs only when the page cannot tell the total itself: a page
     that is not full is the last one (unless it is empty past the first page), so the total
-    is its offset plus its length. The rows may still be streaming when this returns."""
+    is its offset plus its length. The rows may still be streaming when this returns: read
+    them to the end or close them."""
     messages = search_queryset(account=account, query=query)
     rows = _page_rows(messages, query)
     wanted = min(query.limit, CHUNK_SIZE)
@@ -198,15 +197,25 @@ def search_results(
         total = query.offset + len(first)
     else:
         total = messages.count()
-    return total, _resume(first, rows)
+    return total, SearchRows(first, rows)
 
 
-def _resume(
-    first: list[dict[str, str]], rows: Iterator[dict[str, str]]
-) -> Generator[dict[str, str], None, None]:
-    """`first`, then the rest of `rows`; closing it closes `rows` (and its cursor)."""
-    yield from first
-    yield from rows
+class SearchRows:
+    """The page's rows: those already fetched, then the rest as they come. `close()` releases
+    the database cursor at once, whether the rows were read or not."""
+
+    def __init__(self, first: list, rest: Generator):
+        self._rows = chain(first, rest)
+        self._rest = rest
+
+    def __iter__(self) -> SearchRows:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._rows)
+
+    def close(self) -> None:
+        self._rest.close()
 
 
 def search_page(*, account: Account, query: SearchQuery) -> dict[str, Any]:

@@ -9,7 +9,7 @@
    ANALYZE. A second run reuses the data when the row count matches (`--reload` forces it).
 2. Starts gunicorn (one sync worker, DEBUG off) on `--port` and times typical searches of the
    largest account (half of all rows). Each request is paired, in the same run, with the very
-   SQL the view executes (captured from the ORM, the count plus the page) run directly with
+   SQL the view executes (captured from the ORM: the page, and the count when needed) run with
    psycopg and fetching every row: `ratio` is API time over SQL time. `/healthz` is the
    baseline of what any request costs. The worker's peak RSS (VmHWM) is read after each case.
 """

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from unittest.mock import ANY
 
 import pytest
+import requests
 import time_machine
 from django.db import connection
 
@@ -468,6 +469,33 @@ def test_a_large_page_is_streamed_in_chunks(alice, civic):
     assert (page["total_results"], page["total_pages"], len(page["results"])) == (2500, 1, 2500)
     assert page["results"][0] == {"recipient_address": "r0@customer.com"}
     assert page["results"][-1] == {"recipient_address": "r2499@customer.com"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_page_streams_through_a_real_http_server(live_server, alice, civic):
+    bulk_messages(civic, 2500)
+    with requests.get(
+        live_server.url + URL,
+        params={**YEAR_2021, "fields": "recipient_address,receive_date"},
+        headers=alice.headers,
+        stream=True,
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Type"] == "application/json"
+        assert "Content-Length" not in response.headers  # written as it comes
+        pieces = list(response.iter_content(chunk_size=None))
+    page = json.loads(b"".join(pieces))
+    assert (page["total_results"], len(page["results"])) == (2500, 2500)
+    assert page["results"][-1] == {
+        "recipient_address": "r2499@customer.com",
+        "receive_date": "2021-06-01 00:41:39",
+    }
+    response = requests.get(live_server.url + URL, params={"page": "0"}, headers=alice.headers)
+    assert (response.status_code, response.json()) == (
+        400,
+        {"errors": ["page must be a whole number from 1 to 1000000000"]},
+    )
 
 
 def test_closing_a_half_read_page_releases_its_cursor(alice, civic):

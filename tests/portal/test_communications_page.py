@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -280,3 +281,24 @@ def test_quick_ranges_keep_the_other_filters_and_mark_the_range_in_force(alice_p
     )
     assert 'class="preset active" href="?node=dealer&amp;start=2026-02-14' in page
     assert "start=2026-02-01&amp;end=2026-02-28" in page  # last month
+
+
+def test_the_csv_holds_exactly_what_the_search_api_answers_for_the_same_filters(
+    alice, alice_portal, traffic
+):
+    exported = read_csv(
+        alice_portal.get("/communications/export.csv?node=dealer&order=receive_date_ASC")
+    )
+    response = alice.client.get(
+        "/rest/v1/email/search",
+        {
+            "start_date": "2026-02-14 00:00:00",
+            "end_date": "2026-03-15 23:59:59",
+            "node_id": "dealer",
+            "order": "receive_date_ASC",
+        },
+    )
+    answered = json.loads(b"".join(response.streaming_content))["results"]
+
+    assert [{k: v for k, v in row.items() if v} for row in exported] == answered
+    assert len(answered) == 3

@@ -310,3 +310,14 @@ def test_the_nodes_page_costs_a_fixed_number_of_queries(
         response = alice_portal.get("/nodes/")
 
     assert response.content.decode().count('class="link-row') == 60
+
+
+def test_many_nodes_are_paged_and_a_search_keeps_its_query_across_pages(alice_portal, alice):
+    for n in range(25):
+        NodeFactory(account=alice.account, node_id=f"shop{n:02d}", node_name=f"Shop {n:02d}")
+
+    first = alice_portal.get("/nodes/?q=shop").content.decode()
+    second = alice_portal.get("/nodes/?q=shop&page=2").content.decode()
+
+    assert first.count('class="card node"') == 20 and second.count('class="card node"') == 5
+    assert 'href="?q=shop&amp;page=2"' in first

@@ -18,7 +18,6 @@ from portal.forms import CommunicationFilterForm
 from tracking.reports import message_kpis, messages_per_day, messages_per_link, with_links
 from tracking.search import (
     AVAILABLE_FIELDS,
-    MAX_LIMIT,
     SearchError,
     SearchQuery,
     search_count,
@@ -26,7 +25,6 @@ from tracking.search import (
     search_parse,
     search_queryset,
     search_rows,
-    total_pages,
 )
 
 EMAILS_PER_PAGE = 50
@@ -138,10 +136,20 @@ def communications_export(request: HttpRequest) -> HttpResponse:
 
 
 def _all_rows(account, query: SearchQuery) -> Iterator[dict[str, str]]:
-    """Every row of the search, page after page of the API's largest page size."""
-    pages = total_pages(search_count(account=account, query=query), MAX_LIMIT)
-    for page in range(1, pages + 1):
-        yield from search_rows(account=account, query=replace(query, page=page, limit=MAX_LIMIT))
+    """Every row of the search as one page: one streamed query (a server-side cursor), so mail
+    arriving during the export cannot shift rows between pages. Rows that arrive after the
+    count are left for the next export."""
+    total = search_count(account=account, query=query)
+    if total:
+        yield from search_rows(account=account, query=replace(query, page=1, limit=total))
+
+
+# A cell starting with one of these is a formula to a spreadsheet (CSV injection, OWASP).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: str) -> str:
+    return f"'{value}" if value.startswith(FORMULA_STARTS) else value
 
 
 def _csv_lines(rows) -> Iterator[str]:
@@ -149,4 +157,4 @@ def _csv_lines(rows) -> Iterator[str]:
     writer = csv.DictWriter(_Echo(), fieldnames=AVAILABLE_FIELDS)
     yield writer.writeheader()
     for row in rows:
-        yield writer.writerow(row)
+        yield writer.writerow({name: _cell(value) for name, value in row.items()})

@@ -10,7 +10,7 @@ import pytest
 import time_machine
 
 from tests.factories import LinkFactory, MessageFactory, NodeFactory
-from tracking.models import Disposition, ReadDisposition
+from tracking.models import Disposition, Message, ReadDisposition
 
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
 
@@ -302,3 +302,26 @@ def test_the_csv_holds_exactly_what_the_search_api_answers_for_the_same_filters(
 
     assert [{k: v for k, v in row.items() if v} for row in exported] == answered
     assert len(answered) == 3
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_neutralised(alice_portal, links):
+    message(links["civic"], 1, sender_name='=HYPERLINK("http://evil.example")')
+
+    rows = read_csv(alice_portal.get("/communications/export.csv"))
+
+    assert rows[0]["sender_name"] == '\'=HYPERLINK("http://evil.example")'
+
+
+def test_csv_export_of_a_large_set_is_one_streamed_query(
+    alice_portal, links, django_assert_max_num_queries
+):
+    Message.objects.bulk_create(
+        MessageFactory.build(link=links["civic"], receive_date=NOW - timedelta(minutes=n))
+        for n in range(2500)
+    )  # more than one page of the cursor the search reads large pages through
+
+    with django_assert_max_num_queries(12):
+        rows = read_csv(alice_portal.get("/communications/export.csv?start=2026-01-01"))
+
+    assert len(rows) == 2500
+    assert len({row["message_id"] for row in rows}) == 2500

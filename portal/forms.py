@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 from django import forms
 from django.core.validators import RegexValidator
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from tracking.models import Account, Contact, Disposition, Link, Node, ReadDisposition
@@ -35,9 +35,11 @@ class AccountForm(forms.Form):
         return value
 
     def save_or_report(self, write) -> object | None:
-        """Run a service; a unique-constraint race ends as a form error, not a 500."""
+        """Run a service; a unique-constraint race ends as a form error, not a 500. (The
+        savepoint keeps an enclosing transaction usable after the failed INSERT.)"""
         try:
-            return write()
+            with transaction.atomic():
+                return write()
         except IntegrityError:
             self.add_error(None, "This id was taken a moment ago; choose another.")
             return None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from portal.forms import NodeForm
 from tests.factories import ContactFactory, LinkFactory, NodeFactory
 from tracking.models import Link, Node
 
@@ -321,3 +322,13 @@ def test_many_nodes_are_paged_and_a_search_keeps_its_query_across_pages(alice_po
 
     assert first.count('class="card node"') == 20 and second.count('class="card node"') == 5
     assert 'href="?q=shop&amp;page=2"' in first
+
+
+def test_an_id_taken_between_validation_and_saving_is_a_form_error(alice):
+    form = NodeForm({"node_id": "n1", "node_name": "Mine"}, account=alice.account)
+    assert form.is_valid()
+    NodeFactory(account=alice.account, node_id="n1")  # another request got there first
+
+    assert form.save() is None
+    assert form.non_field_errors() == ["This id was taken a moment ago; choose another."]
+    assert Node.objects.filter(account=alice.account).count() == 1

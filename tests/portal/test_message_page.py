@@ -183,7 +183,10 @@ def test_a_conversation_message_shows_the_whole_thread(alice_portal, alice, bob)
 
 @pytest.mark.parametrize("message_id", ["not-a-uuid", str(uuid.uuid4())])
 def test_an_unknown_message_is_a_404(alice_portal, message_id):
-    assert alice_portal.get(f"/messages/{message_id}").status_code == 404
+    response = alice_portal.get(f"/messages/{message_id}")
+
+    assert response.status_code == 404
+    assert "This page does not exist" in response.content.decode()
 
 
 def test_bob_cannot_open_alices_message(bob_portal, delivered):

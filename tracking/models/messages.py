@@ -60,6 +60,9 @@ class Message(models.Model):
     sender_address = models.CharField(max_length=254)
     sender_name = models.CharField(max_length=200, blank=True)
     recipient_address = models.CharField(max_length=254)
+    # The domain part of recipient_address, lower-cased: delivery groups messages by it so one
+    # SMTP connection to an MX carries several messages.
+    recipient_domain = models.CharField(max_length=253, blank=True, default="")
     recipient_name = models.CharField(max_length=200, blank=True)
     proxy_address = models.CharField(max_length=254, blank=True)
     proxy_name = models.CharField(max_length=200, blank=True)
@@ -88,6 +91,8 @@ class Message(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     locked_until = models.DateTimeField(null=True, blank=True)
     state_version = models.PositiveIntegerField(default=0)
+    # Names the worker's claim that holds the lock, so it reads back exactly what it claimed.
+    claim_token = models.UUIDField(null=True, blank=True, editable=False)
     last_smtp_response = models.TextField(blank=True)
     # Why a message ended as it did when no SMTP reply says it (rule error, bounce diagnostic).
     status_detail = models.TextField(blank=True)
@@ -106,6 +111,8 @@ class Message(models.Model):
             models.Index(fields=["account", "sender_address"], name="msg_account_sender"),
             models.Index(fields=["account", "proxy_address"], name="msg_account_proxy"),
             models.Index(fields=["next_attempt_at"], name="msg_due"),
+            models.Index(fields=["recipient_domain", "disposition"], name="msg_domain_disp"),
+            models.Index(fields=["disposition", "next_attempt_at"], name="msg_disp_due"),
         ]
 
     def __str__(self) -> str:

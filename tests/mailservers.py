@@ -154,6 +154,7 @@ class Received:
     data: bytes
     tls: bool
     peer: str
+    connection: int  # the same number for messages that came over one SMTP connection
 
 
 @functools.cache
@@ -195,6 +196,7 @@ class SinkHandler:
                 data=envelope.original_content or envelope.content,
                 tls=session.ssl is not None,
                 peer=str(session.peer[0]),
+                connection=id(session),
             )
         )
         return f"250 2.0.0 OK queued as {len(self.sink.received)}"

@@ -63,6 +63,8 @@ class MxConnection:
 
     def open(self) -> SmtpReply | None:
         smtp = smtplib.SMTP(local_hostname=settings.SMTP_HELO_NAME, timeout=settings.SMTP_TIMEOUT)
+        # STARTTLS names the MX host (SNI), though we connect to one of its addresses.
+        smtp._host = self.host
         try:
             code, text = smtp.connect(self.address, settings.SMTP_DELIVERY_PORT)
             if code != 220:
@@ -126,7 +128,7 @@ class MxConnection:
 
 def _describe(error: BaseException, connection: MxConnection) -> str:
     where = f"{connection.address}:{settings.SMTP_DELIVERY_PORT}"
-    if isinstance(error, socket.timeout | TimeoutError):
+    if isinstance(error, socket.timeout | TimeoutError) or "timed out" in str(error):
         return f"timed out talking to {where}"
     if isinstance(error, ConnectionRefusedError):
         return f"connection refused by {where}"

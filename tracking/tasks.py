@@ -9,14 +9,22 @@ from __future__ import annotations
 import math
 
 from django.conf import settings
+from django.db import transaction
 from django_q.tasks import async_task
 
 from tracking.delivery.deliver import due_domains, messages_deliver
+from tracking.delivery.durability import relax_commit_durability
+
+BROKER_DB = settings.Q_CLUSTER.get("orm", "default")
 
 
 def enqueue_delivery(message_pk: int) -> None:
-    """Called on commit of the transaction that accepted the message."""
-    async_task("tracking.tasks.deliver_message", message_pk, task_name=f"deliver {message_pk}")
+    """Called on commit of the transaction that accepted the message. The task row need not
+    be fsynced: the message already is, and the sweep finds it if a crash lost the task."""
+    with transaction.atomic(using=BROKER_DB):
+        if not settings.Q_CLUSTER.get("redis"):
+            relax_commit_durability(BROKER_DB)
+        async_task("tracking.tasks.deliver_message", message_pk, task_name=f"deliver {message_pk}")
 
 
 def deliver_message(message_pk: int) -> int:

@@ -19,10 +19,11 @@ from django.db.models import Count
 from django.utils import timezone
 
 from tracking.delivery.claims import due_filter, messages_claim
+from tracking.delivery.durability import relax_commit_durability
 from tracking.delivery.mime import message_outgoing_bytes
 from tracking.delivery.mx import MxOutcome, host_addresses, mx_lookup
 from tracking.delivery.smtp import MxConnection, SmtpReply
-from tracking.delivery.state import message_transition
+from tracking.delivery.state import Transition, messages_transition
 from tracking.delivery.verp import verp_address
 from tracking.models import DeliveryAttempt, Disposition, Message
 
@@ -38,8 +39,12 @@ def messages_deliver(*, message_pk: int | None = None, domain: str | None = None
     first) and attempt delivery. Returns how many messages were attempted; 0 when there was
     nothing to do (already delivered, or held by another worker)."""
     if domain is None:
+        # A message claimed by a batch already, or handled: nothing to do. (Its batch is
+        # running on another worker; this worker stays free for the next batch's task.)
         domain = (
-            Message.objects.filter(pk=message_pk).values_list("recipient_domain", flat=True).first()
+            Message.objects.filter(due_filter(timezone.now()), pk=message_pk)
+            .values_list("recipient_domain", flat=True)
+            .first()
         )
         if domain is None:
             return 0
@@ -50,14 +55,22 @@ def messages_deliver(*, message_pk: int | None = None, domain: str | None = None
 
 
 def batch_deliver(*, domain: str, messages: list[Message]) -> None:
+    outcomes = Outcomes()
+    try:
+        _deliver_to_domain(domain, messages, outcomes)
+    finally:
+        outcomes.flush()
+
+
+def _deliver_to_domain(domain: str, messages: list[Message], outcomes: Outcomes) -> None:
     lookup = mx_lookup(domain)
     if lookup.outcome is MxOutcome.NO_MX:
         for message in messages:
-            _finish(message, Disposition.NO_MX_RECORD, SmtpReply(None, lookup.detail, ""))
+            outcomes.add(message, Disposition.NO_MX_RECORD, SmtpReply(None, lookup.detail, ""))
         return
     if lookup.outcome is MxOutcome.TEMPORARY:
         for message in messages:
-            _finish_temporary(message, SmtpReply(None, lookup.detail, ""))
+            outcomes.temporary(message, SmtpReply(None, lookup.detail, ""))
         return
 
     pending = list(messages)
@@ -70,19 +83,23 @@ def batch_deliver(*, domain: str, messages: list[Message]) -> None:
                 failures[message.pk] = SmtpReply(None, f"{host} {detail}", host)
             continue
         for address in addresses:
-            pending = _send_over_connection(host, address, pending, failures)
+            pending = _send_over_connection(host, address, pending, failures, outcomes)
             if not pending:
                 return
     for message in pending:
         reply = failures[message.pk]
         if reply.permanent:  # e.g. every MX greeted with 554
-            _finish(message, Disposition.UNDELIVERABLE, reply)
+            outcomes.add(message, Disposition.UNDELIVERABLE, reply)
         else:
-            _finish_temporary(message, reply)
+            outcomes.temporary(message, reply)
 
 
 def _send_over_connection(
-    host: str, address: str, pending: list[Message], failures: dict[int, SmtpReply]
+    host: str,
+    address: str,
+    pending: list[Message],
+    failures: dict[int, SmtpReply],
+    outcomes: Outcomes,
 ) -> list[Message]:
     """Send what is pending over one connection; return what is left for the next MX."""
     left: list[Message] = []
@@ -100,9 +117,9 @@ def _send_over_connection(
                 data=message_outgoing_bytes(message),
             )
             if reply.accepted:
-                _finish(message, Disposition.SENT, reply, delivery_date=timezone.now())
+                outcomes.add(message, Disposition.SENT, reply, delivery_date=timezone.now())
             elif reply.permanent:
-                _finish(message, Disposition.UNDELIVERABLE, reply)
+                outcomes.add(message, Disposition.UNDELIVERABLE, reply)
             else:
                 failures[message.pk] = reply
                 left.append(message)
@@ -114,36 +131,64 @@ def _send_over_connection(
     return left
 
 
-def _finish(message: Message, to: str, reply: SmtpReply, **fields) -> None:
-    with transaction.atomic():
-        moved = message_transition(
-            message=message, to=to, last_smtp_response=str(reply)[:2000], **fields
-        )
-        if not moved:
-            log.warning("message %s changed during delivery; %s not recorded", message.pk, to)
+class Outcomes:
+    """Delivery outcomes, written a few at a time in one transaction each.
+
+    Writing every outcome at once would cost a transaction per message; writing them all at
+    the end of a batch would, if the worker died mid-batch, send the whole batch again once
+    its claim lapsed. FLUSH_EVERY bounds that repeat to a few messages.
+    """
+
+    FLUSH_EVERY = 10
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Message, str, SmtpReply, dict]] = []
+
+    def add(self, message: Message, to: str, reply: SmtpReply, **fields) -> None:
+        self.pending.append((message, to, reply, fields))
+        if len(self.pending) >= self.FLUSH_EVERY:
+            self.flush()
+
+    def temporary(self, message: Message, reply: SmtpReply) -> None:
+        """A temporary failure: `queued` for the next attempt, or `expired` once EMAIL_EXPIRY
+        has passed since the message was received."""
+        now = timezone.now()
+        deadline = message.receive_date + timedelta(seconds=settings.EMAIL_EXPIRY)
+        if now >= deadline and message.disposition == Disposition.QUEUED:
+            detail = f"expired: {reply}"[:2000]
+            self.add(message, Disposition.EXPIRED, reply, status_detail=detail)
             return
-        DeliveryAttempt.objects.create(
-            message=message,
-            mx_host=reply.host,
-            smtp_code=reply.code,
-            smtp_text=reply.text[:2000],
-            outcome=to,
-        )
+        schedule = settings.EMAIL_RETRY_SCHEDULE or [60]
+        delay = schedule[min(max(message.attempt_count, 1) - 1, len(schedule) - 1)]
+        # The last retry is at the deadline, so expiry is exact rather than a delay late.
+        next_attempt_at = max(min(now + timedelta(seconds=delay), deadline), now)
+        self.add(message, Disposition.QUEUED, reply, next_attempt_at=next_attempt_at)
 
-
-def _finish_temporary(message: Message, reply: SmtpReply) -> None:
-    """A temporary failure: `queued` for the next attempt, or `expired` once EMAIL_EXPIRY has
-    passed since the message was received."""
-    now = timezone.now()
-    deadline = message.receive_date + timedelta(seconds=settings.EMAIL_EXPIRY)
-    if now >= deadline and message.disposition == Disposition.QUEUED:
-        _finish(message, Disposition.EXPIRED, reply, status_detail=f"expired: {reply}"[:2000])
-        return
-    schedule = settings.EMAIL_RETRY_SCHEDULE or [60]
-    delay = schedule[min(max(message.attempt_count, 1) - 1, len(schedule) - 1)]
-    # The last retry happens at the deadline, so expiry is exact rather than up to one delay late.
-    next_attempt_at = max(min(now + timedelta(seconds=delay), deadline), now)
-    _finish(message, Disposition.QUEUED, reply, next_attempt_at=next_attempt_at)
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        transitions = [
+            Transition(message, to, {"last_smtp_response": str(reply)[:2000], **fields})
+            for message, to, reply, fields in pending
+        ]
+        with transaction.atomic():
+            relax_commit_durability()
+            moved = messages_transition(transitions)
+            DeliveryAttempt.objects.bulk_create(
+                DeliveryAttempt(
+                    message=message,
+                    mx_host=reply.host,
+                    smtp_code=reply.code,
+                    smtp_text=reply.text[:2000],
+                    outcome=to,
+                )
+                for (message, to, reply, _), made in zip(pending, moved, strict=True)
+                if made
+            )
+        for (message, to, _, _), made in zip(pending, moved, strict=True):
+            if not made:
+                log.warning("message %s changed during delivery; %s not kept", message.pk, to)
 
 
 def due_domains(*, now=None) -> dict[str, int]:

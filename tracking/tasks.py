@@ -12,19 +12,36 @@ from django.conf import settings
 from django.db import transaction
 from django_q.tasks import async_task
 
-from tracking.delivery.deliver import due_domains, messages_deliver
+from tracking.delivery.deliver import domain_backlog, due_domains, messages_deliver
 from tracking.delivery.durability import relax_commit_durability
+from tracking.delivery.wakeup import delivery_wakeup_claim, delivery_wakeup_clear
 
 BROKER_DB = settings.Q_CLUSTER.get("orm", "default")
 
 
 def enqueue_delivery(message_pk: int) -> None:
-    """Called on commit of the transaction that accepted the message. The task row need not
-    be fsynced: the message already is, and the sweep finds it if a crash lost the task."""
+    """Queue the delivery of one message (with others due to its domain)."""
     with transaction.atomic(using=BROKER_DB):
-        if not settings.Q_CLUSTER.get("redis"):
-            relax_commit_durability(BROKER_DB)
+        _relax()
         async_task("tracking.tasks.deliver_message", message_pk, task_name=f"deliver {message_pk}")
+
+
+def wake_delivery(domain: str) -> None:
+    """Called on commit of the transaction that accepted a message to `domain`: queue a
+    delivery task for the domain unless one is queued already and has not started.
+
+    Neither row needs fsyncing: the message already is durable, and if a crash lost the task
+    the sweep finds the message.
+    """
+    with transaction.atomic(using=BROKER_DB):
+        _relax()
+        if delivery_wakeup_claim(domain=domain):
+            async_task("tracking.tasks.deliver_domain", domain, task_name=f"deliver {domain}")
+
+
+def _relax() -> None:
+    if not settings.Q_CLUSTER.get("redis"):
+        relax_commit_durability(BROKER_DB)
 
 
 def deliver_message(message_pk: int) -> int:
@@ -32,8 +49,18 @@ def deliver_message(message_pk: int) -> int:
     return messages_deliver(message_pk=message_pk)
 
 
-def deliver_domain(domain: str) -> int:
-    """Deliver due messages to one domain, a bounded number of batches."""
+def deliver_domain(domain: str, fan_out: bool = True) -> int:
+    """Deliver due messages to one domain, a bounded number of batches. With `fan_out`, a
+    backlog of more than one batch also gets helper tasks (up to the worker count), so
+    batches go out in parallel over several connections."""
+    if fan_out:
+        delivery_wakeup_clear(domain=domain)
+        helpers = min(
+            int(settings.Q_CLUSTER.get("workers", 1)) - 1,
+            math.ceil(domain_backlog(domain=domain) / settings.DELIVERY_BATCH_SIZE) - 1,
+        )
+        for _ in range(max(0, helpers)):
+            async_task("tracking.tasks.deliver_domain", domain, False, task_name=f"help {domain}")
     total = 0
     for _ in range(20):
         attempted = messages_deliver(domain=domain)
@@ -45,12 +72,8 @@ def deliver_domain(domain: str) -> int:
 
 def sweep_due_messages() -> int:
     """Scheduled: find due messages (lost tasks, retries whose time has come, claims of a dead
-    worker) and enqueue delivery per domain, several tasks for a busy domain."""
-    workers = int(settings.Q_CLUSTER.get("workers", 1))
-    enqueued = 0
-    for domain, count in due_domains().items():
-        batches = math.ceil(count / (settings.DELIVERY_BATCH_SIZE * 20))
-        for _ in range(max(1, min(batches, workers))):
-            async_task("tracking.tasks.deliver_domain", domain, task_name=f"sweep {domain}")
-            enqueued += 1
-    return enqueued
+    worker) and queue a delivery task per domain."""
+    domains = due_domains()
+    for domain in domains:
+        async_task("tracking.tasks.deliver_domain", domain, task_name=f"sweep {domain}")
+    return len(domains)

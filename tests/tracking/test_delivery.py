@@ -307,3 +307,74 @@ def test_the_sent_mime_parses_back(mail_servers):
     parsed = email.message_from_bytes(mail_servers.mx.received[0].data, policy=default_policy)
     assert parsed["Subject"] == "Grüße"
     assert parsed["From"].addresses[0].display_name == "Zoë"
+
+
+def accept(alice_link, **fields) -> Message:
+    from tracking.services.messages import message_accept
+
+    body = dict(
+        sender_address="a@sender.example", sender_name="A", recipient_address="b@example.net",
+        recipient_name="B", subject="s", text_content="t", html_content="<p>h</p>",
+    )  # fmt: skip
+    body.update(fields)
+    return message_accept(account=alice_link.account, link=alice_link, **body)
+
+
+@pytest.fixture
+def alice_link(alice):
+    from tests.factories import LinkFactory
+
+    return LinkFactory(account=alice.account, node__account=alice.account)
+
+
+def test_a_burst_to_one_domain_queues_one_task_that_delivers_all(
+    alice_link, mail_servers, django_capture_on_commit_callbacks
+):
+    from django_q.models import OrmQ
+
+    from tracking.models import DeliveryWakeup
+
+    for i in range(3):
+        with django_capture_on_commit_callbacks(execute=True):
+            accept(alice_link, recipient_address=f"r{i}@example.net")
+    with django_capture_on_commit_callbacks(execute=True):
+        accept(alice_link, recipient_address="x@other.example")
+    assert OrmQ.objects.count() == 2  # one per domain
+    assert set(DeliveryWakeup.objects.values_list("domain", flat=True)) == {
+        "example.net",
+        "other.example",
+    }
+    assert tasks.deliver_domain("example.net") == 3
+    assert sorted(mail_servers.mx.recipients()) == [f"r{i}@example.net" for i in range(3)]
+    # The task started, so the next message queues a new one.
+    with django_capture_on_commit_callbacks(execute=True):
+        accept(alice_link, recipient_address="late@example.net")
+    assert OrmQ.objects.count() == 3
+
+
+def test_a_lost_wakeup_is_renewed_after_a_while(
+    alice_link, mail_servers, django_capture_on_commit_callbacks
+):
+    from django_q.models import OrmQ
+
+    with django_capture_on_commit_callbacks(execute=True):
+        accept(alice_link)
+    OrmQ.objects.all().delete()  # the task is lost
+    with django_capture_on_commit_callbacks(execute=True):
+        accept(alice_link)
+    assert OrmQ.objects.count() == 0  # still believed queued
+    with time_machine.travel(timezone.now() + timedelta(minutes=6)):
+        with django_capture_on_commit_callbacks(execute=True):
+            accept(alice_link)
+    assert OrmQ.objects.count() == 1
+
+
+def test_a_backlog_fans_out_to_parallel_tasks(alice_link, mail_servers, settings, sync_tasks):
+    settings.DELIVERY_BATCH_SIZE = 2
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "workers": 3}
+    for i in range(7):
+        make_message(recipient_address=f"r{i}@example.net")
+    tasks.deliver_domain("example.net")
+    assert Message.objects.filter(disposition=Disposition.SENT).count() == 7
+    # The helpers' batches went over connections of their own.
+    assert len({r.connection for r in mail_servers.mx.received}) >= 2

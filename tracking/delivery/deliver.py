@@ -139,7 +139,7 @@ class Outcomes:
     its claim lapsed. FLUSH_EVERY bounds that repeat to a few messages.
     """
 
-    FLUSH_EVERY = 10
+    FLUSH_EVERY = 25
 
     def __init__(self) -> None:
         self.pending: list[tuple[Message, str, SmtpReply, dict]] = []
@@ -189,6 +189,12 @@ class Outcomes:
         for (message, to, _, _), made in zip(pending, moved, strict=True):
             if not made:
                 log.warning("message %s changed during delivery; %s not kept", message.pk, to)
+
+
+def domain_backlog(*, domain: str, limit: int = 1000) -> int:
+    """How many messages to `domain` are due now (counted up to `limit`)."""
+    due = Message.objects.filter(due_filter(timezone.now()), recipient_domain=domain)
+    return due.order_by()[:limit].count()
 
 
 def due_domains(*, now=None) -> dict[str, int]:

@@ -155,6 +155,21 @@ class DeliveryAttempt(models.Model):
         return f"{self.attempted_at:%Y-%m-%d %H:%M:%S} {self.mx_host} {self.smtp_code}"
 
 
+class DeliveryWakeup(models.Model):
+    """A delivery task for this recipient domain is queued and has not started yet.
+
+    Accepting a message enqueues a delivery task only when no such row exists, so a burst of
+    messages to one domain costs one task, which then delivers them in batches, instead of one
+    broker round trip per message. The task deletes the row when it starts.
+    """
+
+    domain = models.CharField(max_length=253, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.domain} since {self.created_at:%H:%M:%S}"
+
+
 class TrackingEvent(models.Model):
     """An open, a click or a bounce, classified as a person's or a machine's."""
 

@@ -13,7 +13,7 @@ from django.db import transaction
 
 from tracking.delivery.state import InvalidTransition, message_transition
 from tracking.models import Account, Attachment, Direction, Disposition, Link, Message
-from tracking.tasks import enqueue_delivery
+from tracking.tasks import wake_delivery
 
 # Values that end up in a header line: a CR or LF in any of them would let the caller add
 # headers (or a whole body) of their own.
@@ -141,8 +141,8 @@ def message_accept(
             )
             for draft in attachments
         )
-    pk = message.pk
-    transaction.on_commit(lambda: enqueue_delivery(pk))
+    domain = message.recipient_domain
+    transaction.on_commit(lambda: wake_delivery(domain))
     return message
 
 

@@ -14,7 +14,11 @@ from django_q.tasks import async_task
 
 from tracking.delivery.deliver import domain_backlog, due_domains, messages_deliver
 from tracking.delivery.durability import relax_commit_durability
-from tracking.delivery.wakeup import delivery_wakeup_claim, delivery_wakeup_clear
+from tracking.delivery.wakeup import (
+    delivery_wakeup_claim,
+    delivery_wakeup_clear,
+    delivery_wakeup_pending,
+)
 
 BROKER_DB = settings.Q_CLUSTER.get("orm", "default")
 
@@ -33,6 +37,8 @@ def wake_delivery(domain: str) -> None:
     Neither row needs fsyncing: the message already is durable, and if a crash lost the task
     the sweep finds the message.
     """
+    if delivery_wakeup_pending(domain=domain):
+        return  # one read, no write: the usual case while a domain is busy
     with transaction.atomic(using=BROKER_DB):
         _relax()
         if delivery_wakeup_claim(domain=domain):

@@ -13,6 +13,19 @@ from tracking.models import DeliveryWakeup
 WAKEUP_STALE = timedelta(minutes=5)
 
 
+def delivery_wakeup_pending(*, domain: str) -> bool:
+    """A task for `domain` is queued and not started (nor lost)? It will find a message
+    committed now, since it claims what is due when it runs."""
+    table = connection.ops.quote_name(DeliveryWakeup._meta.db_table)
+    fresh = connection.ops.adapt_datetimefield_value(timezone.now() - WAKEUP_STALE)
+    # Plain SQL: this runs on every accepted message, and the ORM would cost more than the query.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {table} WHERE domain = %s AND created_at >= %s", [domain, fresh]
+        )
+        return cursor.fetchone() is not None
+
+
 def delivery_wakeup_claim(*, domain: str) -> bool:
     """Note that a delivery task for `domain` is being queued. False when one is queued
     already, so the caller need not queue another: that task will find the new message."""

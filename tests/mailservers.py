@@ -259,3 +259,56 @@ class SilentServer:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tests.mailservers`: a DNS server and an SMTP sink for trying delivery by hand.
+
+    Every --domain gets an MX on 127.0.0.1 (the sink); --null-mx domains get a null MX; any
+    other name is NXDOMAIN. --reply "rcpt=550 5.1.1 No such user" makes the sink refuse a
+    recipient. Point the worker at them with DNS_NAMESERVERS=127.0.0.1:<dns port> and
+    SMTP_DELIVERY_PORT=<smtp port>. Ctrl-C stops both.
+    """
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--dns-port", type=int, default=20053)
+    parser.add_argument("--smtp-port", type=int, default=20025)
+    parser.add_argument("--domain", action="append", default=[])
+    parser.add_argument("--null-mx", action="append", default=[])
+    parser.add_argument("--reply", action="append", default=[], metavar="RCPT=REPLY")
+    parser.add_argument("--starttls", action="store_true")
+    args = parser.parse_args(argv)
+
+    # Blocked in every thread (the servers' threads inherit it); the main thread waits for them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    dns = DnsServer(port=args.dns_port).start()
+    for domain in args.domain or ["example.net"]:
+        dns.route(domain)
+    for domain in args.null_mx:
+        dns.add_null_mx(domain)
+    sink = SmtpSink(port=args.smtp_port, starttls=args.starttls)
+    for rule in args.reply:
+        rcpt, _, reply = rule.partition("=")
+        sink.reply_to_rcpt[rcpt.lower()] = reply
+    sink.start()
+    print(f"DNS on 127.0.0.1:{dns.port} (MX for {', '.join(args.domain or ['example.net'])}),")
+    print(f"SMTP sink on 127.0.0.1:{sink.port}. Ctrl-C to stop.", flush=True)
+    seen = 0
+    try:
+        while signal.sigtimedwait({signal.SIGINT, signal.SIGTERM}, 0.5) is None:
+            for received in sink.received[seen:]:
+                print(
+                    f"received from {received.mail_from} for {', '.join(received.rcpt_tos)}: "
+                    f"{len(received.data)} bytes{' over TLS' if received.tls else ''}",
+                    flush=True,
+                )
+            seen = len(sink.received)
+    finally:
+        sink.stop()
+        dns.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -378,3 +378,15 @@ def test_a_backlog_fans_out_to_parallel_tasks(alice_link, mail_servers, settings
     assert Message.objects.filter(disposition=Disposition.SENT).count() == 7
     # The helpers' batches went over connections of their own.
     assert len({r.connection for r in mail_servers.mx.received}) >= 2
+
+
+def test_a_message_that_cannot_be_built_is_undeliverable_and_the_batch_goes_on(mail_servers):
+    broken = make_message(recipient_address="a@example.net", headers={"X-Count": 5})
+    fine = make_message(recipient_address="b@example.net")
+    tasks.deliver_domain("example.net")
+    broken.refresh_from_db()
+    fine.refresh_from_db()
+    assert fine.disposition == Disposition.SENT
+    assert broken.disposition == Disposition.UNDELIVERABLE
+    assert broken.last_smtp_response.startswith("could not build the message")
+    assert mail_servers.mx.recipients() == ["b@example.net"]

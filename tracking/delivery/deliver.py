@@ -111,10 +111,17 @@ def _send_over_connection(
             # A 5xx greeting says this host serves no mail for us; other MX may still.
             return list(pending)
         for index, message in enumerate(pending):
+            try:
+                data = message_outgoing_bytes(message)
+            except Exception as e:  # a message we cannot build must not stall its batch
+                log.exception("message %s could not be built", message.pk)
+                reply = SmtpReply(None, f"could not build the message: {e}"[:500], "")
+                outcomes.add(message, Disposition.UNDELIVERABLE, reply)
+                continue
             reply = connection.send(
                 mail_from=verp_address(message),
                 rcpt_to=message.recipient_address,
-                data=message_outgoing_bytes(message),
+                data=data,
             )
             if reply.accepted:
                 outcomes.add(message, Disposition.SENT, reply, delivery_date=timezone.now())

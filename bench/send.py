@@ -242,7 +242,8 @@ def bench_delivery(database_url: str, account, link) -> tuple[float, float]:
         # The baseline again, after: the mean of both evens out a change in the machine's load.
         baseline_after = plain_loop(sink_port, prepared)
         print(
-            f"  smtplib loop: {baseline_before:.0f} msgs/s before the worker, {baseline_after:.0f} after"
+            f"  smtplib loop: {baseline_before:.0f} msgs/s before the worker, "
+            f"{baseline_after:.0f} after"
         )
         baseline = (baseline_before + baseline_after) / 2
     finally:

@@ -20,15 +20,6 @@ from tracking.delivery.wakeup import (
     delivery_wakeup_pending,
 )
 
-BROKER_DB = settings.Q_CLUSTER.get("orm", "default")
-
-
-def enqueue_delivery(message_pk: int) -> None:
-    """Queue the delivery of one message (with others due to its domain)."""
-    with transaction.atomic(using=BROKER_DB):
-        _relax()
-        async_task("tracking.tasks.deliver_message", message_pk, task_name=f"deliver {message_pk}")
-
 
 def wake_delivery(domain: str) -> None:
     """Called on commit of the transaction that accepted a message to `domain`: queue a
@@ -39,15 +30,10 @@ def wake_delivery(domain: str) -> None:
     """
     if delivery_wakeup_pending(domain=domain):
         return  # one read, no write: the usual case while a domain is busy
-    with transaction.atomic(using=BROKER_DB):
-        _relax()
+    with transaction.atomic():
+        relax_commit_durability()  # the wake-up row, and the ORM broker's task row with it
         if delivery_wakeup_claim(domain=domain):
             async_task("tracking.tasks.deliver_domain", domain, task_name=f"deliver {domain}")
-
-
-def _relax() -> None:
-    if not settings.Q_CLUSTER.get("redis"):
-        relax_commit_durability(BROKER_DB)
 
 
 def deliver_message(message_pk: int) -> int:

@@ -29,9 +29,12 @@ class Step:
 def message_timeline(
     message: Message, attempts: list[DeliveryAttempt], events: list[TrackingEvent]
 ) -> list[Step]:
+    """Delivery in causal order (received, the attempts as made, sent: the worker stamps the
+    delivery date a moment before it records the attempt, so clock order would put "Sent"
+    before the attempt that sent it), then what came back (opens, clicks, bounces) in time
+    order, then the final word on a message that was never delivered."""
     steps = [Step(message.receive_date, "received", "Received", note=_direction(message))]
-    for attempt in attempts:
-        steps.append(_attempt_step(attempt))
+    steps += [_attempt_step(attempt) for attempt in attempts]
     if message.delivery_date:
         steps.append(
             Step(
@@ -41,12 +44,10 @@ def message_timeline(
                 note=f"Accepted by the remote server for {message.recipient_address}",
             )
         )
-    for event in events:
-        steps.append(_event_step(event))
+    steps += [_event_step(event) for event in sorted(events, key=lambda e: (e.occurred_at, e.pk))]
     if message.disposition in FINAL_WORDS:
         steps.append(Step(None, "failed", FINAL_WORDS[message.disposition], message.status_detail))
-    # Undated conclusions go last; the rest in time order (sorted is stable for ties).
-    return sorted(steps, key=lambda s: (s.at is None, s.at or message.receive_date))
+    return steps
 
 
 def _direction(message: Message) -> str:

@@ -325,3 +325,11 @@ def test_csv_export_of_a_large_set_is_one_streamed_query(
 
     assert len(rows) == 2500
     assert len({row["message_id"] for row in rows}) == 2500
+
+
+def test_the_sent_bounced_and_read_boxes_filter_the_email_table(alice_portal, traffic):
+    page = alice_portal.get("/communications/?node=dealer&status=queued").content.decode()
+
+    assert 'href="?node=dealer&amp;status=sent&amp;view=emails" data-kpi="sent"' in page
+    assert 'href="?node=dealer&amp;status=received_bounced&amp;view=emails"' in page
+    assert 'href="?node=dealer&amp;status=queued&amp;read=read&amp;view=emails"' in page

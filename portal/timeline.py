@@ -44,7 +44,12 @@ def message_timeline(
                 note=f"Accepted by the remote server for {message.recipient_address}",
             )
         )
-    steps += [_event_step(event) for event in sorted(events, key=lambda e: (e.occurred_at, e.pk))]
+    for event in sorted(events, key=lambda e: (e.occurred_at, e.pk)):
+        if event.kind == TrackingEvent.Kind.BOUNCE:
+            # The bounce's diagnostic (the DSN's reason) is kept on the message.
+            steps.append(Step(event.occurred_at, "bounce", "Bounced", message.status_detail))
+        else:
+            steps.append(_event_step(event))
     if message.disposition in FINAL_WORDS:
         steps.append(Step(None, "failed", FINAL_WORDS[message.disposition], message.status_detail))
     return steps
@@ -68,8 +73,6 @@ def _attempt_step(attempt: DeliveryAttempt) -> Step:
 
 
 def _event_step(event: TrackingEvent) -> Step:
-    if event.kind == TrackingEvent.Kind.BOUNCE:
-        return Step(event.occurred_at, "bounce", "Bounced", event.url or event.user_agent)
     title = "Opened" if event.kind == TrackingEvent.Kind.OPEN else "Clicked"
     detail = event.url if event.kind == TrackingEvent.Kind.CLICK else ""
     who = " ".join(p for p in (event.ip or "", event.user_agent[:120]) if p)

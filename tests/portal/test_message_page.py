@@ -111,6 +111,7 @@ def test_a_bounce_and_a_final_status_appear_on_the_timeline(alice_portal, alice)
         disposition=Disposition.RECEIVED_BOUNCED,
         delivery_date=T0,
         receive_date=T0,
+        status_detail="5.1.1 The email account does not exist",
     )
     TrackingEvent.objects.create(
         message=bounced, kind="bounce", occurred_at=T0 + timedelta(minutes=3)
@@ -121,6 +122,7 @@ def test_a_bounce_and_a_final_status_appear_on_the_timeline(alice_portal, alice)
     nomx_steps = alice_portal.get(f"/messages/{nomx.message_id}").context["timeline"]
 
     assert [s.kind for s in bounced_steps] == ["received", "sent", "bounce"]
+    assert bounced_steps[-1].detail == "5.1.1 The email account does not exist"
     assert nomx_steps[-1].title == "No MX record for the recipient's domain"
 
 

@@ -3,7 +3,7 @@
 from django.urls import include, path, re_path
 from rest_framework.routers import SimpleRouter
 
-from tracking.api import directory_views, email_views
+from tracking.api import directory_views, email_views, search_views
 
 UUID = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 
@@ -14,6 +14,7 @@ router.register("contacts", directory_views.ContactViewSet, basename="contact")
 
 urlpatterns = [
     path("email", email_views.SendEmailView.as_view(), name="email-send"),
+    path("email/search", search_views.EmailSearchView.as_view(), name="email-search"),
     # A UUID only, so /email/search and /email/address/proxy stay free for their own views.
     re_path(
         rf"^email/(?P<message_id>{UUID})$",

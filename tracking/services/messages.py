@@ -145,7 +145,9 @@ def message_accept(
                 for draft in attachments
             )
     domain = message.recipient_domain
-    transaction.on_commit(lambda: wake_delivery(domain))
+    # robust: the message is committed by then; if queueing fails the sweep delivers it, and
+    # the caller must not see an error for a message that was accepted.
+    transaction.on_commit(lambda: wake_delivery(domain), robust=True)
     return message
 
 

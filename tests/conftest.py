@@ -41,3 +41,10 @@ def alice(db) -> Actor:
 @pytest.fixture
 def bob(db) -> Actor:
     return make_actor("bob")
+
+
+@pytest.fixture(autouse=True)
+def tracking_events_written_at_once(settings):
+    """Tracking events are written within their request in tests (the web default batches
+    them in a background thread, which could not see a test's uncommitted rows)."""
+    settings.TRACKING_EVENT_FLUSH_INTERVAL = 0

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connection
 
 from tracking.engagement.classify import HitFacts, clicks_nearby, hit_classify
 from tracking.models import Message, ReadDisposition, TrackingEvent
@@ -232,13 +232,17 @@ class _EventBuffer:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(settings.TRACKING_EVENT_FLUSH_INTERVAL)
+            # 0 means "write within the request"; this thread then only idles.
+            self._wake.wait(settings.TRACKING_EVENT_FLUSH_INTERVAL or 1.0)
             self._wake.clear()
             try:
-                close_old_connections()
                 tracking_events_flush()
             except Exception:
                 logger.exception("writing tracking events failed; they are kept for a retry")
+            finally:
+                # This thread's own connection: not kept open between batches, so it never
+                # holds a connection slot (or a test database) while idle.
+                connection.close()
 
 
 def _flush_at_exit() -> None:

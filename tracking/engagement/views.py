@@ -21,7 +21,7 @@ from tracking.models import TrackingEvent
 
 logger = logging.getLogger(__name__)
 
-# A transparent 1x1 GIF (43 bytes).
+# A transparent 1x1 GIF89a (42 bytes).
 PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_CACHE = "no-cache, no-store, must-revalidate, max-age=0, private"
 

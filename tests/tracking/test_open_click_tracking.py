@@ -305,8 +305,8 @@ def test_the_message_events_show_each_classification(reader, db):
 # --- the write path -------------------------------------------------------------------------
 
 
-def test_buffered_events_wait_for_the_batch_but_the_read_status_does_not(
-    reader, db, settings, monkeypatch
+def test_buffered_hits_are_answered_at_once_and_written_together_at_the_next_flush(
+    reader, db, settings, monkeypatch, django_assert_max_num_queries
 ):
     settings.TRACKING_EVENT_FLUSH_INTERVAL = 0.5
     # No background thread here: it would write from its own connection, which cannot see
@@ -314,13 +314,22 @@ def test_buffered_events_wait_for_the_batch_but_the_read_status_does_not(
     monkeypatch.setattr(recorder._buffer, "_start", lambda: None)
     recorder.tracking_events_flush()
     message = MessageFactory()
-    reader.get(pixel_path(message.message_id))
-    reader.get(click_path(message.message_id, "https://shop.example/"))
-    reader.get(pixel_path(uuid.uuid4()))
+    first = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    with time_machine.travel(first, tick=False):
+        assert reader.get(pixel_path(message.message_id)).status_code == 200
+    with time_machine.travel(first + timedelta(seconds=30), tick=False):
+        assert (
+            reader.get(click_path(message.message_id, "https://shop.example/")).status_code == 302
+        )
+        assert reader.get(pixel_path(uuid.uuid4())).status_code == 200
     message.refresh_from_db()
-    assert message.read_disposition == ReadDisposition.READ
+    assert message.read_disposition == ReadDisposition.UNREAD
     assert not TrackingEvent.objects.exists()
-    assert recorder.tracking_events_flush() == 2
+    # Messages, earlier clicks, one INSERT, one UPDATE (and the test's savepoint).
+    with django_assert_max_num_queries(6):
+        assert recorder.tracking_events_flush() == 2
+    message.refresh_from_db()
+    assert message.read_disposition == ReadDisposition.READ and message.read_first_date == first
     assert list(message.events.values_list("kind", flat=True)) == ["open", "click"]
     assert recorder.tracking_events_flush() == 0
 
@@ -342,21 +351,21 @@ def test_the_background_thread_writes_buffered_events_within_its_interval(reader
     reason="threads need a server database (SQLite's test database is one shared in-memory cache)",
 )
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_first_hits_set_the_read_date_once(monkeypatch):
-    message = MessageFactory()
-    # Every thread goes to the database: the conditional UPDATE alone must pick one winner.
-    monkeypatch.setattr(recorder._settled, "seen", lambda message_id: False)
+def test_concurrent_first_hits_set_the_read_date_once():
+    raced, viewed = MessageFactory(), MessageFactory()
     threads_count = 8
     barrier = threading.Barrier(threads_count)
-    firsts: dict[int, bool] = {}
+    times = [datetime(2026, 3, 1, 9, 0, i, tzinfo=UTC) for i in range(threads_count)]
+    won: dict[int, int] = {}
 
     def hit(i: int) -> None:
         try:
             barrier.wait(timeout=5)
-            at = datetime(2026, 3, 1, 9, 0, i, tzinfo=UTC)
-            firsts[i] = recorder.message_mark_read(message_id=message.message_id, at=at)
+            won[i] = recorder.messages_mark_read(first_reads={raced.pk: times[i]})
+            hit = recorder.Hit("open", raced.message_id, times[i], "GET", None, CHROME)
+            recorder.tracking_events_write(hits=[hit])
             # And through the view, from this thread's own connection.
-            Client(HTTP_USER_AGENT=CHROME).get(pixel_path(message.message_id))
+            Client(HTTP_USER_AGENT=CHROME).get(pixel_path(viewed.message_id))
         finally:
             connection.close()
 
@@ -365,9 +374,12 @@ def test_concurrent_first_hits_set_the_read_date_once(monkeypatch):
         thread.start()
     for thread in threads:
         thread.join(timeout=10)
-    winners = [i for i, first in firsts.items() if first]
-    assert len(firsts) == threads_count and len(winners) == 1
-    message.refresh_from_db()
-    assert message.read_disposition == ReadDisposition.READ
-    assert message.read_first_date == datetime(2026, 3, 1, 9, 0, winners[0], tzinfo=UTC)
-    assert message.events.count() == threads_count
+    winners = [i for i, count in won.items() if count == 1]
+    assert len(won) == threads_count and len(winners) == 1
+    raced.refresh_from_db()
+    assert raced.read_disposition == ReadDisposition.READ
+    assert raced.read_first_date == times[winners[0]]
+    assert raced.events.count() == threads_count
+    viewed.refresh_from_db()
+    assert viewed.read_disposition == ReadDisposition.READ and viewed.read_first_date
+    assert viewed.events.count() == threads_count

@@ -79,14 +79,17 @@ def tracking_hit_record(*, hit: Hit) -> None:
 
 def tracking_events_flush() -> int:
     """Write the hits buffered in this process; returns how many events were stored."""
-    hits = _buffer.take()
-    if not hits:
-        return 0
-    try:
-        return tracking_events_write(hits=hits)
-    except Exception:
-        _buffer.put_back(hits)
-        raise
+    # One writer at a time: the exit hook must wait for a batch the timer thread is writing,
+    # or that batch would die with the thread when the process ends.
+    with _flush_lock:
+        hits = _buffer.take()
+        if not hits:
+            return 0
+        try:
+            return tracking_events_write(hits=hits)
+        except Exception:
+            _buffer.put_back(hits)
+            raise
 
 
 @transaction.atomic
@@ -309,3 +312,4 @@ def _flush_when_due(sender, **kwargs) -> None:
 
 
 _buffer = _EventBuffer()
+_flush_lock = threading.Lock()

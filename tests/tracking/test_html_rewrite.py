@@ -165,3 +165,130 @@ def test_text_part_urls_become_click_urls_and_sentence_punctuation_stays_outside
         f"mail me@x.example, or <{click('https://y.example/')}>!"
     )
     assert text_add_tracking(text, message_id=MESSAGE_ID) == expected
+
+
+# --- forwarded and relayed mail (source MIME) -----------------------------------------------
+
+
+def eml(text: str) -> bytes:
+    return text.strip("\n").replace("\n", "\r\n").encode("latin-1") + b"\r\n"
+
+
+FORWARDED = eml("""
+DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.org; s=sel;
+\th=from:to:subject; bh=abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG=;
+\tb=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+From: =?utf-8?q?Al=C3=AFce?= <alice@example.org>
+To: proxy123@proxy.example
+Subject: A subject line long enough that a generator would fold it somewhere past 78
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="outer"
+
+--outer
+Content-Type: multipart/alternative; boundary="inner"
+
+--inner
+Content-Type: text/plain; charset="utf-8"
+Content-Transfer-Encoding: quoted-printable
+
+Caf=C3=A9: https://shop.example/a
+--inner
+Content-Type: text/html; charset="iso-8859-1"
+Content-Transfer-Encoding: quoted-printable
+
+<html><body><p>Caf=E9 <a href=3D"https://shop.example/a?x=3D1&amp;y=3D2">offer</a></p></body></html>
+--inner--
+
+--outer
+Content-Type: text/html; charset="utf-8"
+Content-Disposition: attachment; filename="invoice.html"
+
+<a href="https://attachment.example/">not the body</a>
+--outer
+Content-Type: message/rfc822
+
+Subject: the original
+Content-Type: text/html
+
+<a href="https://quoted.example/">an attached message</a>
+--outer--
+""")
+
+
+def html_parts(raw: bytes) -> list:
+    from email import message_from_bytes
+    from email.policy import compat32
+
+    return [
+        part
+        for part in message_from_bytes(raw, policy=compat32).walk()
+        if part.get_content_type() == "text/html"
+    ]
+
+
+def test_forwarded_mail_gets_tracking_in_its_html_body_and_keeps_every_other_byte():
+    from tracking.engagement.mime import mime_add_tracking
+
+    tracked = mime_add_tracking(FORWARDED, message_id=MESSAGE_ID)
+    body = html_parts(tracked)[0]
+    assert body["Content-Transfer-Encoding"] == "quoted-printable"
+    assert body.get_content_charset() == "iso-8859-1"
+    html = body.get_payload(decode=True).decode("iso-8859-1")
+    assert html == (
+        f'<html><body><p>Café <a href="{click("https://shop.example/a?x=1&y=2")}">offer</a>'
+        f"</p>{pixel()}</body></html>"
+    )
+    assert max(len(line) for line in tracked.split(b"\r\n")) <= 998
+    # Headers (unfolded, DKIM intact), the text part and the attachments: byte for byte.
+    original_html = FORWARDED.split(b"<html>")[0], FORWARDED.split(b"</html>")[1]
+    assert tracked.startswith(original_html[0]) and tracked.endswith(original_html[1])
+
+
+def test_html_attachments_and_attached_messages_are_not_tracked():
+    from tracking.engagement.mime import mime_add_tracking
+
+    tracked = mime_add_tracking(FORWARDED, message_id=MESSAGE_ID)
+    assert b'<a href="https://attachment.example/">not the body</a>' in tracked
+    assert b'<a href="https://quoted.example/">an attached message</a>' in tracked
+
+
+def test_a_base64_html_body_stays_base64_and_a_7bit_one_becomes_quoted_printable():
+    from tracking.engagement.mime import mime_add_tracking
+
+    for encoding, body in [
+        ("base64", "PHA+PGEgaHJlZj0iaHR0cHM6Ly94LmV4YW1wbGUvIj54PC9hPjwvcD4="),
+        ("7bit", '<p><a href="https://x.example/">x</a></p>'),
+    ]:
+        raw = eml(f"""
+Subject: one part
+MIME-Version: 1.0
+Content-Type: text/html; charset=utf-8
+Content-Transfer-Encoding: {encoding}
+
+{body}
+""")
+        part = html_parts(mime_add_tracking(raw, message_id=MESSAGE_ID))[0]
+        expected_encoding = "base64" if encoding == "base64" else "quoted-printable"
+        assert part["Content-Transfer-Encoding"] == expected_encoding
+        html = part.get_payload(decode=True).decode()
+        assert html.startswith(f'<p><a href="{click("https://x.example/")}">x</a></p>')
+        assert html.rstrip().endswith(pixel())
+
+
+def test_mail_without_an_html_body_or_with_an_unknown_charset_goes_out_unchanged():
+    from tracking.engagement.mime import mime_add_tracking
+
+    plain = eml("""
+Subject: plain
+Content-Type: text/plain
+
+https://x.example/
+""")
+    odd = eml("""
+Subject: odd
+Content-Type: text/html; charset=x-no-such-charset
+
+<a href="https://x.example/">x</a>
+""")
+    assert mime_add_tracking(plain, message_id=MESSAGE_ID) == plain
+    assert mime_add_tracking(odd, message_id=MESSAGE_ID) == odd

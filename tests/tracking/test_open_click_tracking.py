@@ -283,21 +283,19 @@ def test_the_message_events_show_each_classification(reader, db):
     assert message_events(message) == [
         {
             "kind": "open",
-            "time": "2026-03-01 09:00:05",
+            "occurred_at": "2026-03-01 09:00:05",
             "ip": "17.58.1.2",
             "user_agent": "Mozilla/5.0",
-            "url": "",
             "automated": True,
             "automated_reason": "Apple Mail Privacy Protection prefetch (Apple's proxy)",
         },
         {
             "kind": "click",
-            "time": "2026-03-01 09:00:05",
+            "occurred_at": "2026-03-01 09:00:05",
             "ip": "203.0.113.7",
             "user_agent": CHROME,
             "url": "https://shop.example/",
             "automated": False,
-            "automated_reason": "",
         },
     ]
 

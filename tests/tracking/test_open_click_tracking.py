@@ -381,3 +381,19 @@ def test_concurrent_first_hits_set_the_read_date_once():
     viewed.refresh_from_db()
     assert viewed.read_disposition == ReadDisposition.READ and viewed.read_first_date
     assert viewed.events.count() == threads_count
+
+
+def test_a_full_buffer_drops_its_oldest_hits_and_says_so(reader, db, settings, monkeypatch, caplog):
+    settings.TRACKING_EVENT_FLUSH_INTERVAL = 0.5
+    settings.TRACKING_EVENT_BUFFER_MAX = 2
+    monkeypatch.setattr(recorder._buffer, "_start", lambda: None)
+    recorder.tracking_events_flush()
+    message = MessageFactory()
+    for n in range(3):
+        reader.get(click_path(message.message_id, f"https://shop.example/{n}"))
+    assert "dropped the 1 oldest events" in caplog.text
+    assert recorder.tracking_events_flush() == 2
+    assert list(message.events.values_list("url", flat=True)) == [
+        "https://shop.example/1",
+        "https://shop.example/2",
+    ]

@@ -123,9 +123,10 @@ class _Scanner(HTMLParser):
         super().__init__(convert_charrefs=False)
         self.source = source
         self.line_starts = [0]
-        for index, char in enumerate(source):
-            if char == "\n":
-                self.line_starts.append(index + 1)
+        newline = source.find("\n")
+        while newline >= 0:
+            self.line_starts.append(newline + 1)
+            newline = source.find("\n", newline + 1)
         self.tags: list[_StartTag] = []
         self.conditional_comments: list[tuple[int, int]] = []
         self.body_end: int | None = None

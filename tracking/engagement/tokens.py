@@ -29,6 +29,8 @@ _SEP = "."
 # First byte of a click payload: how the URL that follows is stored.
 _RAW = b"r"
 _DEFLATED = b"z"
+# Shorter URLs do not shrink when deflated.
+_DEFLATE_FROM = 100
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,10 @@ def open_token_message_id(token: str) -> uuid.UUID | None:
 def click_token(message_id: uuid.UUID | str, url: str) -> str:
     """The token of one link of one message. Long URLs are deflated when that is shorter."""
     raw = url.encode("utf-8")
-    deflated = zlib.compress(raw, 9)
-    body = _DEFLATED + deflated if len(deflated) < len(raw) else _RAW + raw
+    body = _RAW + raw
+    if len(raw) > _DEFLATE_FROM:
+        deflated = zlib.compress(raw)
+        body = _DEFLATED + deflated if len(deflated) < len(raw) else body
     payload = _b64encode(uuid.UUID(str(message_id)).bytes + body)
     return signing.Signer(salt=_CLICK_SALT, sep=_SEP).sign(payload)
 

@@ -254,8 +254,9 @@ def main() -> None:
         )
 
     per_request = {name: statistics.median(values) for name, values in cpu.items()}
+    postgres = "postgres" in os.environ.get("DATABASE_URL", "")
     print(
-        "server CPU per request (gunicorn + PostgreSQL backends): "
+        f"server CPU per request (gunicorn{' + PostgreSQL backends' if postgres else ''}): "
         + ", ".join(f"{name} {us * 1e6:.0f} us" for name, us in per_request.items())
     )
     for name in ("pixel", "click"):

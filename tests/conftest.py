@@ -45,6 +45,7 @@ def bob(db) -> Actor:
 
 @pytest.fixture(autouse=True)
 def tracking_events_written_at_once(settings):
-    """Tracking events are written within their request in tests (the web default batches
-    them in a background thread, which could not see a test's uncommitted rows)."""
+    """Tracking hits are written within their request in tests. The web default batches them
+    for later (tracking/engagement/recorder.py), possibly from a timer thread whose own
+    connection could not see a test's uncommitted rows."""
     settings.TRACKING_EVENT_FLUSH_INTERVAL = 0

@@ -44,7 +44,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.signals import request_finished
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.dispatch import receiver
 
 from tracking.engagement.classify import HitFacts, clicks_nearby, hit_classify
@@ -87,7 +87,9 @@ def tracking_events_flush() -> int:
             return 0
         try:
             return tracking_events_write(hits=hits)
-        except Exception:
+        except DatabaseError:
+            # Unreachable, restarting, a deadlock, a message deleted under the batch: kept for
+            # the next try (which no longer finds a deleted message).
             _buffer.put_back(hits)
             raise
 
@@ -245,6 +247,7 @@ class _EventBuffer:
         self._lock = threading.Lock()
         self._hits: list[Hit] = []
         self._oldest = 0.0
+        self._retry_at = 0.0
         self._pid: int | None = None
 
     def add(self, hit: Hit) -> None:
@@ -257,9 +260,14 @@ class _EventBuffer:
             self._trim()
 
     def due(self) -> bool:
-        return bool(self._hits) and (
-            len(self._hits) >= settings.TRACKING_EVENT_BATCH
-            or time.monotonic() - self._oldest >= settings.TRACKING_EVENT_FLUSH_INTERVAL
+        now = time.monotonic()
+        return (
+            bool(self._hits)
+            and now >= self._retry_at
+            and (
+                len(self._hits) >= settings.TRACKING_EVENT_BATCH
+                or now - self._oldest >= settings.TRACKING_EVENT_FLUSH_INTERVAL
+            )
         )
 
     def take(self) -> list[Hit]:
@@ -268,11 +276,12 @@ class _EventBuffer:
         return hits
 
     def put_back(self, hits: list[Hit]) -> None:
+        """Keep a batch that could not be written, and wait an interval before the next try,
+        so that while the database is away requests do not each wait for it."""
         with self._lock:
-            if not self._hits:
-                self._oldest = time.monotonic()
             self._hits[:0] = hits
             self._trim()
+            self._retry_at = time.monotonic() + (settings.TRACKING_EVENT_FLUSH_INTERVAL or 1.0)
 
     def _trim(self) -> None:
         excess = len(self._hits) - settings.TRACKING_EVENT_BUFFER_MAX
@@ -301,8 +310,10 @@ class _EventBuffer:
 def _flush_quietly() -> None:
     try:
         tracking_events_flush()
-    except Exception:
+    except DatabaseError:
         logger.exception("writing tracking events failed; they are kept for a retry")
+    except Exception:
+        logger.exception("writing tracking events failed; this batch is dropped")
 
 
 @receiver(request_finished, dispatch_uid="tracking.engagement.flush_when_due")

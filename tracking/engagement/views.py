@@ -8,9 +8,9 @@ from __future__ import annotations
 import base64
 import ipaddress
 import logging
+import uuid
 
 from django.conf import settings
-from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils import timezone
 from django.views.decorators.http import require_safe
@@ -53,7 +53,7 @@ def click_redirect(request: HttpRequest, token: str) -> HttpResponse:
     return response
 
 
-def _record(request: HttpRequest, *, kind: str, message_id, url: str) -> None:
+def _record(request: HttpRequest, *, kind: str, message_id: uuid.UUID, url: str) -> None:
     hit = Hit(
         kind=kind,
         message_id=message_id,
@@ -65,7 +65,8 @@ def _record(request: HttpRequest, *, kind: str, message_id, url: str) -> None:
     )
     try:
         tracking_hit_record(hit=hit)
-    except DatabaseError:
+    except Exception:
+        # The reader gets the GIF or the redirect whatever happens to the record.
         logger.exception("could not record a %s of message %s", kind, message_id)
 
 

@@ -13,7 +13,11 @@ class ScheduledJob:
     minutes: int
 
 
-SCHEDULES: list[ScheduledJob] = []
+SCHEDULES: list[ScheduledJob] = [
+    # Re-finds messages that are due: retries whose time has come, tasks that were lost, and
+    # claims whose worker died.
+    ScheduledJob(name="iovox:delivery-sweep", func="tracking.tasks.sweep_due_messages", minutes=1),
+]
 
 
 def schedules_sync() -> list[str]:

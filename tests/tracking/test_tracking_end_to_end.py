@@ -1,0 +1,120 @@
+"""Open and click tracking from one end to the other: sent through the API, delivered to the
+loopback MX, the pixel and a link of the HTML that arrived fetched over HTTP."""
+
+from __future__ import annotations
+
+import email
+from datetime import timedelta
+from email.policy import default as default_policy
+
+import pytest
+import time_machine
+from django.test import Client
+from selectolax.lexbor import LexborHTMLParser
+
+from tests.factories import LinkFactory
+from tracking.models import Message, ReadDisposition
+
+pytestmark = pytest.mark.django_db
+
+HTML = """<!DOCTYPE html>
+<html><head><!--[if mso]><style>td{font-family:Arial}</style><![endif]--></head>
+<body><table><tr><td>
+<a href="https://shop.example/spring?utm_source=mail&amp;id=7">Spring offers</a>
+<a href="mailto:sales@shop.example">Write to us</a>
+<a href="https://shop.example/account" data-notrack>Your account</a>
+</td></tr></table></body></html>"""
+
+READER = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+
+
+@pytest.fixture(autouse=True)
+def tracking_base(settings):
+    settings.TRACKING_BASE_URL = "http://testserver"
+
+
+def send(alice, django_capture_on_commit_callbacks) -> Message:
+    LinkFactory(account=alice.account, node__account=alice.account, link_id="1234")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice.client.post(
+            "/rest/v1/email",
+            {
+                "link_id": 1234, "sender_address": "bob.bob@iovox.com", "sender_name": "Bob Bob",
+                "recipient_address": "bob@example.net", "recipient_name": "Billy Bob",
+                "subject": "Spring", "text_content": "See https://shop.example/spring",
+                "html_content": HTML,
+            },
+            format="json",
+        )  # fmt: skip
+    assert response.status_code == 201, response.json()
+    return Message.objects.get(message_id=response.json()["message_id"])
+
+
+def received_html(mail_servers) -> str:
+    [received] = mail_servers.mx.received
+    parsed = email.message_from_bytes(received.data, policy=default_policy)
+    return parsed.get_body(("html",)).get_content()
+
+
+def test_an_email_sent_through_the_api_is_read_when_its_pixel_or_a_link_is_fetched(
+    alice, mail_servers, sync_tasks, django_capture_on_commit_callbacks
+):
+    message = send(alice, django_capture_on_commit_callbacks)
+    assert message.disposition == "sent" and message.read_disposition == ReadDisposition.UNREAD
+    html = received_html(mail_servers)
+    assert html.startswith("<!DOCTYPE html>") and "<!--[if mso]>" in html
+    document = LexborHTMLParser(html)
+    links = [a.attributes["href"] for a in document.css("a")]
+    assert links[0].startswith("http://testserver/t/c/")
+    assert links[1:] == ["mailto:sales@shop.example", "https://shop.example/account"]
+    [pixel] = [img.attributes["src"] for img in document.css("img")]
+    assert pixel.startswith("http://testserver/t/o/") and pixel.endswith(".gif")
+    # The text part is left alone by default.
+    [received] = mail_servers.mx.received
+    assert b"See https://shop.example/spring" in received.data
+
+    reader = Client(HTTP_USER_AGENT=READER, REMOTE_ADDR="203.0.113.7")
+    opened = message.delivery_date + timedelta(minutes=3)
+    with time_machine.travel(opened, tick=False):
+        assert reader.get(pixel.removeprefix("http://testserver")).status_code == 200
+    message.refresh_from_db()
+    assert message.read_disposition == ReadDisposition.READ
+    assert message.read_first_date == opened
+    with time_machine.travel(opened + timedelta(seconds=20), tick=False):
+        click = reader.get(links[0].removeprefix("http://testserver"))
+    assert click.status_code == 302
+    assert click["Location"] == "https://shop.example/spring?utm_source=mail&id=7"
+
+    detail = alice.client.get(f"/rest/v1/email/{message.message_id}").json()
+    assert detail["read_disposition"] == "read" and "read_first_date" in detail
+    assert [(e["kind"], e["automated"]) for e in detail["events"]] == [
+        ("open", False),
+        ("click", False),
+    ]
+    assert detail["events"][1]["url"] == "https://shop.example/spring?utm_source=mail&id=7"
+
+
+def test_a_gateway_that_clicks_as_the_message_arrives_shows_as_a_link_scanner(
+    alice, mail_servers, sync_tasks, django_capture_on_commit_callbacks
+):
+    message = send(alice, django_capture_on_commit_callbacks)
+    link = LexborHTMLParser(received_html(mail_servers)).css_first("a").attributes["href"]
+    Client(HTTP_USER_AGENT=READER).get(link.removeprefix("http://testserver"))
+    detail = alice.client.get(f"/rest/v1/email/{message.message_id}").json()
+    [event] = detail["events"]
+    assert event["automated"] is True
+    assert event["automated_reason"].endswith("after delivery (link scanner)")
+    assert detail["read_disposition"] == "read"  # the spec's rule: any click marks read
+
+
+def test_the_text_part_gets_click_urls_when_asked(
+    alice, mail_servers, sync_tasks, django_capture_on_commit_callbacks, settings
+):
+    settings.TRACKING_TEXT_LINKS = True
+    send(alice, django_capture_on_commit_callbacks)
+    [received] = mail_servers.mx.received
+    text = email.message_from_bytes(received.data, policy=default_policy).get_body(("plain",))
+    assert text.get_content().startswith("See http://testserver/t/c/")

@@ -344,10 +344,6 @@ def test_the_background_thread_writes_buffered_events_within_its_interval(reader
     assert TrackingEvent.objects.filter(message=message).count() == 3
 
 
-@pytest.mark.skipif(
-    connection.vendor != "postgresql",
-    reason="threads need a server database (SQLite's test database is one shared in-memory cache)",
-)
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_first_hits_set_the_read_date_once():
     raced, viewed = MessageFactory(), MessageFactory()

@@ -1,21 +1,30 @@
 """Open and click tracking from one end to the other: sent through the API, delivered to the
-loopback MX, the pixel and a link of the HTML that arrived fetched over HTTP."""
+loopback MX, the pixel and a link of the HTML that arrived fetched over HTTP; and the web
+process's batched writes under a real gunicorn."""
 
 from __future__ import annotations
 
 import email
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import timedelta
 from email.policy import default as default_policy
+from pathlib import Path
 
 import pytest
+import requests
 import time_machine
-from django.test import Client
+from django.test import Client, override_settings
 from selectolax.lexbor import LexborHTMLParser
 
-from tests.factories import LinkFactory
-from tracking.models import Message, ReadDisposition
-
-pytestmark = pytest.mark.django_db
+from tests.factories import LinkFactory, MessageFactory
+from tests.mailservers import free_port
+from tests.tracking.test_worker_end_to_end import ROOT, database_url
+from tracking.engagement import tokens
+from tracking.models import Message, ReadDisposition, TrackingEvent
 
 HTML = """<!DOCTYPE html>
 <html><head><!--[if mso]><style>td{font-family:Arial}</style><![endif]--></head>
@@ -59,6 +68,7 @@ def received_html(mail_servers) -> str:
     return parsed.get_body(("html",)).get_content()
 
 
+@pytest.mark.django_db
 def test_an_email_sent_through_the_api_is_read_when_its_pixel_or_a_link_is_fetched(
     alice, mail_servers, sync_tasks, django_capture_on_commit_callbacks
 ):
@@ -97,6 +107,7 @@ def test_an_email_sent_through_the_api_is_read_when_its_pixel_or_a_link_is_fetch
     assert detail["events"][1]["url"] == "https://shop.example/spring?utm_source=mail&id=7"
 
 
+@pytest.mark.django_db
 def test_a_gateway_that_clicks_as_the_message_arrives_shows_as_a_link_scanner(
     alice, mail_servers, sync_tasks, django_capture_on_commit_callbacks
 ):
@@ -110,6 +121,7 @@ def test_a_gateway_that_clicks_as_the_message_arrives_shows_as_a_link_scanner(
     assert detail["read_disposition"] == "read"  # the spec's rule: any click marks read
 
 
+@pytest.mark.django_db
 def test_the_text_part_gets_click_urls_when_asked(
     alice, mail_servers, sync_tasks, django_capture_on_commit_callbacks, settings
 ):
@@ -118,3 +130,60 @@ def test_the_text_part_gets_click_urls_when_asked(
     [received] = mail_servers.mx.received
     text = email.message_from_bytes(received.data, policy=default_policy).get_body(("plain",))
     assert text.get_content().startswith("See http://testserver/t/c/")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_gunicorn_answers_at_once_and_a_graceful_stop_writes_every_buffered_hit():
+    message = MessageFactory()
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "TRACKING_BASE_URL": f"http://127.0.0.1:{port}",
+        "TRACKING_EVENT_FLUSH_INTERVAL": "60",  # nothing falls due while the test runs
+        "DEBUG": "False",
+        "LOG_LEVEL": "WARNING",
+    }
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "iovox_email.wsgi", "--workers=2",
+         f"--bind=127.0.0.1:{port}", "--log-level=warning"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        with override_settings(TRACKING_BASE_URL=f"http://127.0.0.1:{port}"):
+            pixel, click = (
+                tokens.open_url(message.message_id),
+                tokens.click_url(message.message_id, "https://shop.example/"),
+            )
+        wait_for(f"http://127.0.0.1:{port}/healthz", server)
+        session = requests.Session()
+        for _ in range(3):
+            assert session.get(pixel, headers={"User-Agent": READER}).status_code == 200
+        response = session.get(click, allow_redirects=False)
+        assert (
+            response.status_code == 302 and response.headers["Location"] == "https://shop.example/"
+        )
+        assert not TrackingEvent.objects.exists()  # buffered in the workers
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    message.refresh_from_db()
+    assert message.read_disposition == ReadDisposition.READ
+    assert sorted(message.events.values_list("kind", flat=True)) == [
+        "click",
+        "open",
+        "open",
+        "open",
+    ]
+
+
+def wait_for(url: str, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert server.poll() is None, server.stderr.read().decode()
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise AssertionError("gunicorn did not start")

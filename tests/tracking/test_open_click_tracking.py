@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.test import Client, override_settings
 
 from tests.factories import MessageFactory
+from tests.mailservers import free_port
 from tracking.engagement import recorder, tokens
 from tracking.engagement.events import message_events
 from tracking.engagement.views import PIXEL_GIF
@@ -393,3 +394,30 @@ def test_a_full_buffer_drops_its_oldest_hits_and_says_so(reader, db, settings, m
         "https://shop.example/1",
         "https://shop.example/2",
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_the_database_refuses_is_kept_and_written_on_a_later_try(
+    reader, settings, monkeypatch
+):
+    settings.TRACKING_EVENT_FLUSH_INTERVAL = 3600  # no batch falls due by time here
+    monkeypatch.setattr(recorder._buffer, "_start", lambda: None)
+    message = MessageFactory()
+    reader.get(pixel_path(message.message_id))
+    # A real failure: the next connection goes to a port (or a file) where no database is.
+    if connection.vendor == "postgresql":
+        unreachable = {"PORT": str(free_port())}
+    else:
+        unreachable = {"NAME": "/nonexistent/directory/iovox.sqlite3"}
+    reachable = {key: connection.settings_dict[key] for key in unreachable}
+    connection.close()
+    connection.settings_dict.update(unreachable)
+    try:
+        with pytest.raises(DatabaseError):
+            recorder.tracking_events_flush()
+    finally:
+        connection.close()
+        connection.settings_dict.update(reachable)
+    assert not recorder._buffer.due()  # requests do not each retry while the database is away
+    assert recorder.tracking_events_flush() == 1
+    assert message.events.count() == 1

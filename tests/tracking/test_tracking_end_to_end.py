@@ -133,8 +133,9 @@ def test_the_text_part_gets_click_urls_when_asked(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_gunicorn_answers_at_once_and_a_graceful_stop_writes_every_buffered_hit():
+def test_gunicorn_answers_at_once_and_a_graceful_stop_writes_every_buffered_hit(tmp_path):
     message = MessageFactory()
+    log = (tmp_path / "gunicorn.log").open("w+")
     port = free_port()
     env = {
         **os.environ,
@@ -147,7 +148,7 @@ def test_gunicorn_answers_at_once_and_a_graceful_stop_writes_every_buffered_hit(
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "iovox_email.wsgi", "--workers=2",
          f"--bind=127.0.0.1:{port}", "--log-level=warning"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         with override_settings(TRACKING_BASE_URL=f"http://127.0.0.1:{port}"):
@@ -155,11 +156,11 @@ def test_gunicorn_answers_at_once_and_a_graceful_stop_writes_every_buffered_hit(
                 tokens.open_url(message.message_id),
                 tokens.click_url(message.message_id, "https://shop.example/"),
             )
-        wait_for(f"http://127.0.0.1:{port}/healthz", server)
+        wait_for(f"http://127.0.0.1:{port}/healthz", server, log)
         session = requests.Session()
         for _ in range(3):
-            assert session.get(pixel, headers={"User-Agent": READER}).status_code == 200
-        response = session.get(click, allow_redirects=False)
+            assert session.get(pixel, headers={"User-Agent": READER}, timeout=10).status_code == 200
+        response = session.get(click, allow_redirects=False, timeout=10)
         assert (
             response.status_code == 302 and response.headers["Location"] == "https://shop.example/"
         )
@@ -177,13 +178,13 @@ def test_gunicorn_answers_at_once_and_a_graceful_stop_writes_every_buffered_hit(
     ]
 
 
-def wait_for(url: str, server: subprocess.Popen) -> None:
+def wait_for(url: str, server: subprocess.Popen, log) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        assert server.poll() is None, server.stderr.read().decode()
+        assert server.poll() is None, log.seek(0) or log.read()
         try:
-            requests.get(url, timeout=1)
+            requests.get(url, timeout=5)
             return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or workers still booting
             time.sleep(0.1)
     raise AssertionError("gunicorn did not start")

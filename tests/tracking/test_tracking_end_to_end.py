@@ -188,3 +188,52 @@ def wait_for(url: str, server: subprocess.Popen, log) -> None:
         except requests.RequestException:  # not listening yet, or workers still booting
             time.sleep(0.1)
     raise AssertionError("gunicorn did not start")
+
+
+RELAYED = (
+    b"From: Alice <alice@example.org>\r\n"
+    b"To: proxy123@proxy.example\r\n"
+    b"Subject: Re: Honda Civic\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/alternative; boundary="b1"\r\n'
+    b"\r\n"
+    b"--b1\r\n"
+    b'Content-Type: text/plain; charset="utf-8"\r\n'
+    b"\r\n"
+    b"Still available? https://cars.example/civic\r\n"
+    b"--b1\r\n"
+    b'Content-Type: text/html; charset="utf-8"\r\n'
+    b"Content-Transfer-Encoding: base64\r\n"
+    b"\r\n"
+    b"PHA+U3RpbGwgYXZhaWxhYmxlPyA8YSBocmVmPSJodHRwczovL2NhcnMuZXhhbXBsZS9jaXZp\r\n"
+    b"YyI+VGhlIGNhcjwvYT48L3A+\r\n"
+    b"--b1--\r\n"
+)
+
+
+@pytest.mark.django_db
+def test_relayed_mail_is_delivered_with_tracking_in_its_html_part(mail_servers):
+    from tracking import tasks
+
+    message = MessageFactory(
+        direction="relay",
+        recipient_address="bob@example.net",
+        recipient_domain="example.net",
+        source_mime=RELAYED,
+    )
+    tasks.deliver_message(message.pk)
+    message.refresh_from_db()
+    assert message.disposition == "sent"
+    [received] = mail_servers.mx.received
+    parsed = email.message_from_bytes(received.data, policy=default_policy)
+    assert parsed["Subject"] == "Re: Honda Civic"
+    assert parsed.get_body(("plain",)).get_content().strip().endswith("https://cars.example/civic")
+    html = parsed.get_body(("html",))
+    assert html["Content-Transfer-Encoding"] == "base64"
+    link = LexborHTMLParser(html.get_content()).css_first("a").attributes["href"]
+    with time_machine.travel(message.delivery_date + timedelta(minutes=1), tick=False):
+        response = Client(HTTP_USER_AGENT=READER).get(link.removeprefix("http://testserver"))
+    assert response["Location"] == "https://cars.example/civic"
+    message.refresh_from_db()
+    assert message.read_disposition == ReadDisposition.READ
+    assert list(message.events.values_list("kind", "automated")) == [("click", False)]

@@ -131,6 +131,12 @@ def test_crlf_line_endings_and_multiline_tags_keep_offsets_right():
     )
 
 
+def test_line_breaks_inside_an_href_are_dropped_as_browsers_do():
+    html = '<a href="https://x.example/long\n  /path?a=1&#10;&amp;b=\t2">x</a>'
+    tracked = html_add_tracking(html, message_id=MESSAGE_ID)
+    assert click("https://x.example/long  /path?a=1&b=2") in tracked
+
+
 def test_the_first_of_duplicated_href_attributes_is_the_one_tracked():
     html = '<a href="https://first.example/" href="https://second.example/">x</a>'
     tracked = html_add_tracking(html, message_id=MESSAGE_ID)

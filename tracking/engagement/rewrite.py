@@ -31,6 +31,7 @@ from tracking.engagement import tokens
 
 _WHITESPACE = " \t\n\r\f"
 _TRACKED_SCHEMES = {"http", "https"}
+_URL_NOISE = str.maketrans("", "", "\t\n\r")
 _NOTRACK_ATTRIBUTE = "data-notrack"
 _NOTRACK_CLASS = "notrack"
 # Outlook's VML shapes (bulletproof buttons) carry links too, inside `<!--[if mso]>`.
@@ -224,7 +225,9 @@ def _tag_edit(
 
 def _tracked_target(href: str, base: str | None) -> str | None:
     """The URL a click on `href` should lead to, or None to leave the link alone."""
-    url = href.strip(_WHITESPACE)
+    # As browsers read a URL: no surrounding whitespace, no tab or line break anywhere (and a
+    # line break could never go into the redirect's Location header).
+    url = href.strip(_WHITESPACE).translate(_URL_NOISE)
     if not url or url.startswith("#"):
         return None
     ours = tokens.click_url_target(url)

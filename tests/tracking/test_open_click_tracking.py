@@ -421,3 +421,22 @@ def test_a_batch_the_database_refuses_is_kept_and_written_on_a_later_try(
     assert not recorder._buffer.due()  # requests do not each retry while the database is away
     assert recorder.tracking_events_flush() == 1
     assert message.events.count() == 1
+
+
+def test_the_message_detail_lists_many_events_in_a_fixed_number_of_queries(
+    alice, reader, django_assert_max_num_queries
+):
+    message = MessageFactory(account=alice.account, link__node__account=alice.account)
+    for n in range(25):
+        reader.get(click_path(message.message_id, f"https://shop.example/{n}"))
+    with django_assert_max_num_queries(6):
+        detail = alice.client.get(f"/rest/v1/email/{message.message_id}").json()
+    assert len(detail["events"]) == 25
+    assert {event["kind"] for event in detail["events"]} == {"click"}
+
+
+def test_another_accounts_message_detail_is_not_found(alice, bob):
+    message = MessageFactory(account=bob.account, link__node__account=bob.account)
+    response = alice.client.get(f"/rest/v1/email/{message.message_id}")
+    assert response.status_code == 404
+    assert response.json() == {"errors": ["message_id does not exist"]}

@@ -6,6 +6,7 @@ from iovox_email import views
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("", include("tracking.engagement.urls")),
     path("rest/v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("rest/v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("rest/v1/", include("tracking.api.urls")),

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from rest_framework import exceptions, serializers, status
 
+from tracking.engagement.events import message_events
 from tracking.models import Account, Attachment, Link, Message
 from tracking.search import SearchQuery, search_rows
 from tracking.services.messages import AttachmentDraft, has_line_break
@@ -205,19 +206,6 @@ def message_detail(message: Message, *, account: Account) -> dict:
         }
         for attempt in message.attempts.all()
     ]
-    detail["events"] = [
-        {
-            name: value
-            for name, value in {
-                "kind": event.kind,
-                "occurred_at": format_date(event.occurred_at),
-                "ip": event.ip,
-                "user_agent": event.user_agent,
-                "url": event.url,
-                "automated": event.automated,
-            }.items()
-            if value not in (None, "")
-        }
-        for event in message.events.all()
-    ]
+    # Each open and click says whether it looks like a person or a machine, and why.
+    detail["events"] = message_events(message)
     return detail

@@ -1,0 +1,247 @@
+"""Reading and rewriting received messages.
+
+Headers are edited as raw lines and the body is passed on byte for byte, so the MIME structure,
+the transfer encodings and every attachment reach the recipient exactly as they were sent;
+only a parse of the header block is needed to read From, Subject and the loop signals. A
+message that does not parse (a missing blank line, bad encodings, broken address headers) is
+still read as far as it goes: nothing here raises on bad input.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import email.utils
+import re
+from dataclasses import dataclass, field
+from email.header import decode_header, make_header
+from email.message import EmailMessage
+
+from django.conf import settings
+from django.utils import timezone
+
+# Our own loop header: every message we forward or relay carries it, so a message that comes
+# back to us with it went round a loop (a destination that forwards back to an alias).
+LOOP_HEADER = "X-Iovox-Loop"
+# RFC 5321 section 6.3: a hop count is how loops through other systems are found. Postfix
+# refuses at 50 Received headers; real mail rarely has more than 15.
+MAX_HOPS = 25
+
+# Headers never passed on: the envelope-derived trace of the last hop, signatures that our
+# edits break, and, for relay, every header that would reveal a party's real address.
+FORWARD_DROP = {"return-path", "delivered-to", "x-original-to"}
+RELAY_DROP = FORWARD_DROP | {
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "sender",
+    "reply-to",
+    "disposition-notification-to",
+    "return-receipt-to",
+    "errors-to",
+    "dkim-signature",
+    "arc-seal",
+    "arc-message-signature",
+    "arc-authentication-results",
+    "authentication-results",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+}
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_LINE = re.compile(rb"[^\n]*\n|[^\n]+$")
+
+
+def split_message(raw: bytes) -> tuple[bytes, bytes]:
+    """The header block (with its line endings) and the body (after the blank line)."""
+    match = _HEADER_END.search(raw)
+    if match is None:
+        return raw, b""
+    return raw[: match.start()] + b"\r\n", raw[match.end() :]
+
+
+def header_fields(header_block: bytes) -> list[tuple[str, bytes]]:
+    """The header fields in order, each as (lower-case name, raw bytes with folded lines)."""
+    fields: list[tuple[str, bytes]] = []
+    for line in _LINE.findall(header_block):
+        if line[:1] in (b" ", b"\t") and fields:
+            name, value = fields[-1]
+            fields[-1] = (name, value + line)
+        elif line.strip():
+            name = line.split(b":", 1)[0].strip().decode("ascii", "replace").lower()
+            fields.append((name, line))
+    return fields
+
+
+def _crlf(line: bytes) -> bytes:
+    return line.rstrip(b"\r\n").replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + b"\r\n"
+
+
+@dataclass
+class Envelope:
+    """What the SMTP conversation told us, beside the message itself."""
+
+    mail_from: str = ""
+    helo: str = ""
+    peer: str = ""
+
+
+@dataclass
+class ParsedMessage:
+    """The parts of a received message the router needs, read without ever raising."""
+
+    raw: bytes
+    headers: EmailMessage
+    from_address: str = ""
+    from_name: str = ""
+    subject: str = ""
+    message_id: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, raw: bytes) -> ParsedMessage:
+        header_block, _ = split_message(raw)
+        headers = email.message_from_bytes(header_block + b"\r\n", policy=email.policy.compat32)
+        parsed = cls(raw=raw, headers=headers)
+        parsed.from_name, parsed.from_address = parsed._address("from")
+        parsed.subject = parsed.header_text("subject")
+        parsed.message_id = parsed.header_text("message-id").strip()
+        return parsed
+
+    def header_text(self, name: str) -> str:
+        """A header decoded from RFC 2047 (or raw UTF-8), "" when absent or unreadable."""
+        value = self.headers.get(name)
+        if value is None:
+            return ""
+        try:
+            return str(make_header(decode_header(str(value)))).strip()
+        except (ValueError, LookupError, UnicodeError) as exc:
+            self.problems.append(f"{name} header is not readable: {exc}")
+            return re.sub(r"\s+", " ", str(value)).strip()
+
+    def header_count(self, name: str) -> int:
+        return len(self.headers.get_all(name) or [])
+
+    def _address(self, name: str) -> tuple[str, str]:
+        value = self.headers.get(name)
+        if value is None:
+            return "", ""
+        display, address = email.utils.parseaddr(str(value))
+        if "@" not in address:
+            self.problems.append(f"{name} header has no address: {str(value)[:200]!r}")
+            return "", ""
+        try:
+            display = str(make_header(decode_header(display))) if display else ""
+        except (ValueError, LookupError, UnicodeError):
+            pass
+        return display.strip(), address.strip()
+
+    @property
+    def auto_submitted(self) -> bool:
+        """RFC 3834 Auto-Submitted other than "no", or the older signals of an auto-reply."""
+        value = self.header_text("auto-submitted").lower()
+        if value and value.split(";")[0].strip() != "no":
+            return True
+        precedence = self.header_text("precedence").lower()
+        return precedence in {"auto_reply", "bulk", "junk", "list"} or bool(
+            self.headers.get("x-autoreply") or self.headers.get("x-autorespond")
+        )
+
+    @property
+    def is_delivery_report(self) -> bool:
+        """A DSN or another machine report (RFC 6522 multipart/report)."""
+        content_type = self.header_text("content-type").lower()
+        return content_type.startswith("multipart/report")
+
+    def loop_reason(self) -> str:
+        """Why this message must not be passed on again, or "" when it may be."""
+        if self.headers.get(LOOP_HEADER) is not None:
+            return f"mail loop: the message already carries our {LOOP_HEADER} header"
+        hops = self.header_count("received")
+        if hops > MAX_HOPS:
+            return f"mail loop: {hops} Received headers, more than the limit of {MAX_HOPS}"
+        return ""
+
+
+def received_header(*, envelope: Envelope, recipients: list[str], queue_id: str) -> bytes:
+    """The trace line every SMTP server adds on receipt (RFC 5321 section 4.4)."""
+    for_clause = f"\r\n\tfor <{recipients[0]}>" if len(recipients) == 1 else ""
+    line = (
+        f"Received: from {envelope.helo or 'unknown'} ({envelope.peer or 'unknown'})\r\n"
+        f"\tby {settings.SMTP_HELO_NAME} (iovox inbound) with ESMTP id {queue_id}{for_clause};"
+        f"\r\n\t{email.utils.format_datetime(timezone.now())}\r\n"
+    )
+    return line.encode("ascii", "replace")
+
+
+def format_address(name: str, address: str) -> str:
+    """ "Name <address>", the name RFC 2047-encoded when it is not plain ASCII."""
+    return email.utils.formataddr((name, address), charset="utf-8") if name else address
+
+
+def rewrite_headers(
+    raw: bytes,
+    *,
+    drop: set[str],
+    prepend: list[tuple[str, str]] = (),
+    replace: list[tuple[str, str]] = (),
+) -> bytes:
+    """The message with `drop` headers removed, `prepend` ones put first (trace order) and
+    `replace` ones put where the first dropped From/To stood, body untouched."""
+    header_block, body = split_message(raw)
+    kept: list[bytes] = [_header_line(name, value) for name, value in prepend]
+    replaced = False
+    for name, line in header_fields(header_block):
+        if name in drop:
+            if not replaced and replace and name in {"from", "to"}:
+                kept += [_header_line(n, v) for n, v in replace]
+                replaced = True
+            continue
+        kept.append(_crlf(line))
+    if replace and not replaced:
+        kept += [_header_line(n, v) for n, v in replace]
+    return b"".join(kept) + b"\r\n" + body
+
+
+def _header_line(name: str, value: str) -> bytes:
+    # Values we write are ASCII already (addresses, RFC 2047-encoded names); never let a CR or
+    # LF from a party's data start a header of its own.
+    value = re.sub(r"[\r\n]+", " ", value)
+    return f"{name}: {value}\r\n".encode("ascii", "replace")
+
+
+@dataclass
+class Content:
+    text: str = ""
+    html: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+def extract_content(raw: bytes) -> Content:
+    """The text and HTML bodies, best effort, for search and the portal: the message itself
+    travels as its raw bytes, so a part we cannot decode here costs only this copy."""
+    content = Content()
+    try:
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        for subtype in ("plain", "html"):
+            part = message.get_body(preferencelist=(subtype,))
+            if part is None:
+                continue
+            value = _part_text(part, content)
+            if subtype == "plain":
+                content.text = value
+            else:
+                content.html = value
+    except Exception as exc:  # noqa: BLE001 - a broken message must never stop routing
+        content.problems.append(f"content not readable: {type(exc).__name__}: {exc}")
+    return content
+
+
+def _part_text(part, content: Content) -> str:
+    try:
+        return part.get_content()
+    except (LookupError, UnicodeError, ValueError, AssertionError, KeyError) as exc:
+        content.problems.append(f"{part.get_content_type()} part not decodable: {exc}")
+        payload = part.get_payload(decode=True) or b""
+        return payload.decode("utf-8", "replace")

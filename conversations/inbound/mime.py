@@ -57,7 +57,7 @@ def split_message(raw: bytes) -> tuple[bytes, bytes]:
     """The header block (with its line endings) and the body (after the blank line)."""
     match = _HEADER_END.search(raw)
     if match is None:
-        return raw, b""
+        return (raw if raw.endswith(b"\n") else raw + b"\r\n"), b""
     return raw[: match.start()] + b"\r\n", raw[match.end() :]
 
 

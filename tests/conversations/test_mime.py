@@ -102,7 +102,7 @@ def test_text_and_html_are_found_inside_nested_multiparts():
     assert "cid:photo1@carla.example" in content.html
 
 
-@pytest.mark.parametrize("name", ["malformed.eml", "postfix_dsn.eml", "auto_reply.eml"])
+@pytest.mark.parametrize("name", ["malformed.eml", "postfix_dsn_to_verp.eml", "auto_reply.eml"])
 def test_odd_messages_never_raise(name):
     parsed = ParsedMessage.parse(eml(name, sender="x@example.net", to="y@example.net"))
     extract_content(parsed.raw)
@@ -120,7 +120,7 @@ def test_signals_of_automatic_mail_are_read():
     assert ParsedMessage.parse(eml("auto_reply.eml")).auto_submitted
     assert ParsedMessage.parse(b"Auto-Submitted: no\r\n\r\nx").auto_submitted is False
     assert ParsedMessage.parse(b"Precedence: bulk\r\n\r\nx").auto_submitted
-    assert ParsedMessage.parse(eml("postfix_dsn.eml")).is_delivery_report
+    assert ParsedMessage.parse(eml("postfix_dsn_to_verp.eml")).is_delivery_report
     assert not ParsedMessage.parse(eml("gmail_reply.eml")).is_delivery_report
 
 

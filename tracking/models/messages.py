@@ -50,7 +50,10 @@ class Message(models.Model):
     the link and its node."""
 
     message_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="messages")
+    # No index of its own: every search index below leads with the account.
+    account = models.ForeignKey(
+        Account, on_delete=models.CASCADE, related_name="messages", db_index=False
+    )
     link = models.ForeignKey(Link, on_delete=models.PROTECT, related_name="messages")
     direction = models.CharField(max_length=8, choices=Direction.choices, default=Direction.API)
     # The conversation's UUID (conversations.Conversation.conversation_id), kept here as a value
@@ -95,16 +98,39 @@ class Message(models.Model):
     objects = MessageQuerySet.as_manager()
 
     class Meta:
+        # Search (tracking.search): every filter's index leads with the account and ends with
+        # receive_date, so the date range, the tenancy check and COUNT(*) are answered from
+        # the index alone (index-only scans), and a page in receive_date order needs no sort.
         indexes = [
-            models.Index(fields=["account", "receive_date"], name="msg_account_received"),
-            models.Index(fields=["link", "receive_date"], name="msg_link_received"),
+            # The search's default order (receive_date ASC, delivery_date DESC, id) exactly,
+            # so a page of it is read in order and a deep page's keys come from the index.
+            models.Index(
+                fields=["account", "receive_date", "-delivery_date", "id"],
+                name="msg_account_received_order",
+            ),
+            models.Index(
+                fields=["account", "link", "receive_date"], name="msg_account_link_received"
+            ),
             models.Index(
                 fields=["account", "disposition", "receive_date"], name="msg_account_disp"
             ),
-            models.Index(fields=["account", "conversation_id"], name="msg_account_conv"),
-            models.Index(fields=["account", "recipient_address"], name="msg_account_rcpt"),
-            models.Index(fields=["account", "sender_address"], name="msg_account_sender"),
-            models.Index(fields=["account", "proxy_address"], name="msg_account_proxy"),
+            models.Index(
+                fields=["account", "conversation_id", "receive_date"],
+                name="msg_account_conv_received",
+                condition=models.Q(conversation_id__isnull=False),
+            ),
+            models.Index(
+                fields=["account", "recipient_address", "receive_date"],
+                name="msg_account_rcpt_received",
+            ),
+            models.Index(
+                fields=["account", "sender_address", "receive_date"],
+                name="msg_account_sender_received",
+            ),
+            models.Index(
+                fields=["account", "proxy_address", "receive_date"],
+                name="msg_account_proxy_received",
+            ),
             models.Index(fields=["next_attempt_at"], name="msg_due"),
         ]
 

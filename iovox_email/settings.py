@@ -80,6 +80,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
     }
+    # A file, not memory, so end-to-end tests can share the test database with a real worker.
+    _db_file = Path(DATABASES["default"]["NAME"])
+    DATABASES["default"]["TEST"] = {"NAME": str(_db_file.with_name(f"test_{_db_file.name}"))}
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -125,6 +128,11 @@ EMAIL_RETRY_SCHEDULE = [
     int(s) for s in env.list("EMAIL_RETRY_SCHEDULE", default=["60", "300", "900", "1800", "3600"])
 ]
 EMAIL_EXPIRY = env.int("EMAIL_EXPIRY", default=259200)
+# A worker's claim on a message lasts this long; it must outlive the worker's task timeout so a
+# claim only lapses when its worker is gone (the sweep then re-delivers the message).
+DELIVERY_LOCK_SECONDS = env.int("DELIVERY_LOCK_SECONDS", default=600)
+# How many messages to one recipient domain a worker claims and sends over one connection.
+DELIVERY_BATCH_SIZE = env.int("DELIVERY_BATCH_SIZE", default=50)
 # The largest message accepted, by the API and by inbound SMTP (bytes of decoded content).
 MAX_MESSAGE_SIZE = env.int("MAX_MESSAGE_SIZE", default=25 * 1024 * 1024)
 # A JSON body carries attachments in base64 (4/3 of their size) plus the rest of the message.

@@ -9,6 +9,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from tests.factories import AccountFactory, ApiCredentialFactory
+from tests.mailservers import DnsServer, SmtpSink
 from tracking.models import Account, ApiCredential
 
 
@@ -41,3 +42,45 @@ def alice(db) -> Actor:
 @pytest.fixture
 def bob(db) -> Actor:
     return make_actor("bob")
+
+
+# --- Mail infrastructure on loopback (tests/mailservers.py) ---------------------------------
+
+
+@dataclass
+class MailServers:
+    dns: DnsServer
+    mx: SmtpSink
+
+
+@pytest.fixture
+def dns_server():
+    server = DnsServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mx_server():
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def mail_servers(settings, dns_server, mx_server) -> MailServers:
+    """Delivery pointed at the local DNS server and SMTP sink; example.net routes to the sink."""
+    settings.DNS_NAMESERVERS = [dns_server.nameserver]
+    settings.DNS_TIMEOUT = 0.5
+    settings.SMTP_DELIVERY_PORT = mx_server.port
+    settings.SMTP_TIMEOUT = 1.0
+    dns_server.route("example.net")
+    return MailServers(dns=dns_server, mx=mx_server)
+
+
+@pytest.fixture
+def sync_tasks(monkeypatch):
+    """django-q2's sync mode: async_task runs the task in this process, at once."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)

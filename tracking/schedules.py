@@ -15,8 +15,11 @@ class ScheduledJob:
 
 # Jobs of other apps are named by dotted path (strings), so tracking imports none of them.
 SCHEDULES: list[ScheduledJob] = [
+    # Re-finds messages that are due: retries whose time has come, tasks that were lost, and
+    # claims whose worker died.
+    ScheduledJob(name="iovox:delivery-sweep", func="tracking.tasks.sweep_due_messages", minutes=1),
     # Inbound mail whose routing task was lost (or whose worker died) is routed again.
-    ScheduledJob("iovox:inbound-sweep", "conversations.tasks.inbound_sweep", 1),
+    ScheduledJob(name="iovox:inbound-sweep", func="conversations.tasks.inbound_sweep", minutes=1),
 ]
 
 

@@ -33,6 +33,8 @@ def error_list(detail, prefix: str = "") -> list[str]:
         for field, value in detail.items():
             if field in ("non_field_errors", "detail"):
                 errors += error_list(value, prefix)
+            elif isinstance(field, int):  # a ListSerializer's errors, by item index
+                errors += error_list(value, f"{prefix}[{field}]")
             else:
                 errors += error_list(value, f"{prefix}.{field}" if prefix else str(field))
         return errors
@@ -54,6 +56,9 @@ def _sentence(detail, field: str) -> str:
         message = phrase
     if not field or message.startswith(f"{field} "):
         return message
+    if not phrase and message[:1].islower():
+        # Our own messages are written to follow the field name: "is not valid base64".
+        return f"{field} {message}"
     message = message.rstrip(".")
     if message[:1].isupper() and not message[1:2].isupper():
         message = message[0].lower() + message[1:]

@@ -1,10 +1,11 @@
 """Routes of the REST API under /rest/v1/."""
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 from rest_framework.routers import SimpleRouter
 
-from tracking.api import directory_views, search_views
+from tracking.api import directory_views, email_views, search_views
 
+UUID = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 router = SimpleRouter(trailing_slash=False)
 router.register("nodes", directory_views.NodeViewSet, basename="node")
 router.register("links", directory_views.LinkViewSet, basename="link")
@@ -12,5 +13,12 @@ router.register("contacts", directory_views.ContactViewSet, basename="contact")
 
 urlpatterns = [
     path("email/search", search_views.EmailSearchView.as_view(), name="email-search"),
+    path("email", email_views.SendEmailView.as_view(), name="email-send"),
+    # A UUID only, so /email/search and /email/address/proxy stay free for their own views.
+    re_path(
+        rf"^email/(?P<message_id>{UUID})$",
+        email_views.EmailDetailView.as_view(),
+        name="email-detail",
+    ),
     path("", include(router.urls)),
 ]

@@ -5,6 +5,7 @@ from tracking.models.directory import AliasDomain, Contact, Link, Node
 from tracking.models.messages import (
     Attachment,
     DeliveryAttempt,
+    DeliveryWakeup,
     Direction,
     Disposition,
     Message,
@@ -19,6 +20,7 @@ __all__ = [
     "Attachment",
     "Contact",
     "DeliveryAttempt",
+    "DeliveryWakeup",
     "Direction",
     "Disposition",
     "Link",

@@ -63,6 +63,9 @@ class Message(models.Model):
     sender_address = models.CharField(max_length=254)
     sender_name = models.CharField(max_length=200, blank=True)
     recipient_address = models.CharField(max_length=254)
+    # The domain part of recipient_address, lower-cased: delivery groups messages by it so one
+    # SMTP connection to an MX carries several messages.
+    recipient_domain = models.CharField(max_length=253, blank=True, default="")
     recipient_name = models.CharField(max_length=200, blank=True)
     proxy_address = models.CharField(max_length=254, blank=True)
     proxy_name = models.CharField(max_length=200, blank=True)
@@ -91,6 +94,8 @@ class Message(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     locked_until = models.DateTimeField(null=True, blank=True)
     state_version = models.PositiveIntegerField(default=0)
+    # Names the worker's claim that holds the lock, so it reads back exactly what it claimed.
+    claim_token = models.UUIDField(null=True, blank=True, editable=False)
     last_smtp_response = models.TextField(blank=True)
     # Why a message ended as it did when no SMTP reply says it (rule error, bounce diagnostic).
     status_detail = models.TextField(blank=True)
@@ -132,6 +137,8 @@ class Message(models.Model):
                 name="msg_account_proxy_received",
             ),
             models.Index(fields=["next_attempt_at"], name="msg_due"),
+            models.Index(fields=["recipient_domain", "disposition"], name="msg_domain_disp"),
+            models.Index(fields=["disposition", "next_attempt_at"], name="msg_disp_due"),
         ]
 
     def __str__(self) -> str:
@@ -172,6 +179,21 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.attempted_at:%Y-%m-%d %H:%M:%S} {self.mx_host} {self.smtp_code}"
+
+
+class DeliveryWakeup(models.Model):
+    """A delivery task for this recipient domain is queued and has not started yet.
+
+    Accepting a message enqueues a delivery task only when no such row exists, so a burst of
+    messages to one domain costs one task, which then delivers them in batches, instead of one
+    broker round trip per message. The task deletes the row when it starts.
+    """
+
+    domain = models.CharField(max_length=253, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.domain} since {self.created_at:%H:%M:%S}"
 
 
 class TrackingEvent(models.Model):

@@ -1,0 +1,392 @@
+from __future__ import annotations
+
+import email
+from datetime import timedelta
+from email.policy import default as default_policy
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from tests.factories import MessageFactory
+from tests.mailservers import SilentServer, SmtpSink
+from tracking import tasks
+from tracking.delivery.claims import messages_claim
+from tracking.delivery.verp import verp_address, verp_message_id
+from tracking.models import DeliveryAttempt, Disposition, Message
+
+pytestmark = pytest.mark.django_db
+
+
+def make_message(**fields) -> Message:
+    recipient = fields.setdefault("recipient_address", "bob@example.net")
+    fields.setdefault("recipient_domain", recipient.rpartition("@")[2])
+    message = MessageFactory(**fields)
+    message.smtp_message_id = f"<{message.message_id.hex}@iovox.email>"
+    message.save(update_fields=["smtp_message_id"])
+    return message
+
+
+def deliver(message: Message) -> Message:
+    tasks.deliver_message(message.pk)
+    message.refresh_from_db()
+    return message
+
+
+def test_2xx_makes_the_message_sent_over_starttls_with_a_verp_return_path(mail_servers, settings):
+    tls_sink = SmtpSink(starttls=True).start()
+    try:
+        settings.SMTP_DELIVERY_PORT = tls_sink.port
+        message = deliver(make_message())
+    finally:
+        tls_sink.stop()
+    assert message.disposition == Disposition.SENT
+    assert message.delivery_date is not None and message.locked_until is None
+    assert message.last_smtp_response.startswith("250 ")
+    [received] = tls_sink.received
+    assert received.tls is True
+    assert received.rcpt_tos == ["bob@example.net"]
+    assert received.mail_from == verp_address(message)
+    assert verp_message_id(received.mail_from) == message.message_id
+    [attempt] = message.attempts.all()
+    assert (attempt.mx_host, attempt.smtp_code, attempt.outcome) == ("mx.example.net", 250, "sent")
+
+
+def test_plain_smtp_is_used_when_starttls_is_not_offered(mail_servers):
+    assert deliver(make_message()).disposition == Disposition.SENT
+    assert mail_servers.mx.received[0].tls is False
+
+
+def test_5xx_at_rcpt_makes_the_message_undeliverable(mail_servers):
+    mail_servers.mx.reply_to_rcpt["gone@example.net"] = "550 5.1.1 No such user"
+    message = deliver(make_message(recipient_address="gone@example.net"))
+    assert message.disposition == Disposition.UNDELIVERABLE
+    assert message.last_smtp_response == "550 5.1.1 No such user"
+    assert message.delivery_date is None and message.next_attempt_at is None
+    assert mail_servers.mx.received == []
+
+
+def test_5xx_at_data_makes_the_message_undeliverable(mail_servers):
+    mail_servers.mx.reply_to_data = "554 5.7.1 Message rejected as spam"
+    message = deliver(make_message())
+    assert message.disposition == Disposition.UNDELIVERABLE
+    assert message.attempts.get().smtp_code == 554
+
+
+def test_4xx_queues_then_the_retry_succeeds(mail_servers, sync_tasks, settings):
+    settings.EMAIL_RETRY_SCHEDULE = [60, 300]
+    mail_servers.mx.reply_to_rcpt["busy@example.net"] = "451 4.3.0 Try again later"
+    start = timezone.now()
+    message = deliver(make_message(recipient_address="busy@example.net"))
+    assert message.disposition == Disposition.QUEUED
+    assert message.attempt_count == 1
+    assert timedelta(seconds=59) < message.next_attempt_at - start < timedelta(seconds=65)
+    assert tasks.sweep_due_messages() == 0  # not due yet
+
+    del mail_servers.mx.reply_to_rcpt["busy@example.net"]
+    with time_machine.travel(start + timedelta(seconds=61)):
+        assert tasks.sweep_due_messages() == 1
+    message.refresh_from_db()
+    assert message.disposition == Disposition.SENT
+    assert [a.outcome for a in message.attempts.all()] == ["queued", "sent"]
+    assert len(mail_servers.mx.received) == 1
+
+
+def test_retry_delays_follow_the_schedule_and_the_last_repeats(mail_servers, settings):
+    settings.EMAIL_RETRY_SCHEDULE = [60, 300]
+    mail_servers.mx.reply_to_rcpt["busy@example.net"] = "421 4.7.0 Busy"
+    message = make_message(recipient_address="busy@example.net")
+    start = timezone.now()
+    delays = []
+    for hop in range(3):
+        with time_machine.travel(start + timedelta(hours=hop), tick=False):
+            message = deliver(message)
+            delays.append((message.next_attempt_at - timezone.now()).total_seconds())
+    assert delays == [60, 300, 300]
+    assert message.attempt_count == 3
+
+
+def test_refused_connection_queues(mail_servers, settings):
+    settings.SMTP_DELIVERY_PORT = SilentServer().start().port  # bound, then closed below
+    mail_servers.dns.clear()
+    mail_servers.dns.route("example.net", "127.0.0.3")  # nothing listens there
+    message = deliver(make_message())
+    assert message.disposition == Disposition.QUEUED
+    assert "refused" in message.last_smtp_response
+
+
+def test_an_mx_that_never_answers_times_out_and_queues(mail_servers, settings):
+    silent = SilentServer("127.0.0.4", mail_servers.mx.port).start()
+    try:
+        mail_servers.dns.clear()
+        mail_servers.dns.route("example.net", "127.0.0.4")
+        settings.SMTP_TIMEOUT = 0.3
+        message = deliver(make_message())
+    finally:
+        silent.stop()
+    assert message.disposition == Disposition.QUEUED
+    assert "timed out" in message.last_smtp_response
+
+
+def test_dns_timeout_queues(mail_servers, settings):
+    settings.DNS_TIMEOUT = 0.2
+    mail_servers.dns.timeouts.add("example.net")
+    message = deliver(make_message())
+    assert message.disposition == Disposition.QUEUED
+    assert "MX lookup" in message.last_smtp_response
+    assert mail_servers.mx.received == []
+
+
+def test_dns_servfail_queues(mail_servers):
+    mail_servers.dns.servfail.add("example.net")
+    assert deliver(make_message()).disposition == Disposition.QUEUED
+
+
+def test_nxdomain_gives_no_mx_record(mail_servers):
+    message = deliver(make_message(recipient_address="bob@nowhere.example"))
+    assert message.disposition == Disposition.NO_MX_RECORD
+    assert "NXDOMAIN" in message.last_smtp_response
+    assert message.attempts.get().outcome == "noMxRecord"
+
+
+def test_null_mx_gives_no_mx_record(mail_servers):
+    mail_servers.dns.add_null_mx("nomail.example")
+    message = deliver(make_message(recipient_address="bob@nomail.example"))
+    assert message.disposition == Disposition.NO_MX_RECORD
+    assert "null MX" in message.last_smtp_response
+
+
+def test_without_mx_the_domain_itself_is_the_mx(mail_servers):
+    mail_servers.dns.add_a("implicit.example", "127.0.0.1")
+    message = deliver(make_message(recipient_address="bob@implicit.example"))
+    assert message.disposition == Disposition.SENT
+    assert message.attempts.get().mx_host == "implicit.example"
+    assert ("implicit.example", "MX") in mail_servers.dns.queries
+
+
+def test_without_mx_or_address_there_is_no_mx_record(mail_servers):
+    mail_servers.dns.add("txtonly.example", "TXT", '"v=spf1 -all"')
+    message = deliver(make_message(recipient_address="bob@txtonly.example"))
+    assert message.disposition == Disposition.NO_MX_RECORD
+
+
+def test_mx_hosts_are_tried_by_preference(mail_servers):
+    mail_servers.dns.clear()
+    mail_servers.dns.add_mx(
+        "example.net", [(20, "backup.example.net"), (5, "down.example.net")]
+    ).add_a("down.example.net", "127.0.0.5").add_a("backup.example.net", "127.0.0.1")
+    message = deliver(make_message())
+    assert message.disposition == Disposition.SENT
+    [attempt] = message.attempts.all()
+    assert attempt.mx_host == "backup.example.net"
+    down = mail_servers.dns.queries.index(("down.example.net", "A"))
+    assert down < mail_servers.dns.queries.index(("backup.example.net", "A"))
+
+
+def test_queued_message_expires_after_email_expiry(mail_servers, settings, sync_tasks):
+    settings.EMAIL_EXPIRY = 3600
+    settings.EMAIL_RETRY_SCHEDULE = [1800]
+    mail_servers.mx.reply_to_rcpt["busy@example.net"] = "450 4.2.1 Mailbox busy"
+    message = make_message(recipient_address="busy@example.net")
+    start = message.receive_date
+    message = deliver(message)
+    assert message.disposition == Disposition.QUEUED
+    with time_machine.travel(start + timedelta(seconds=1801)):
+        tasks.sweep_due_messages()
+    message.refresh_from_db()
+    assert message.disposition == Disposition.QUEUED
+    # The next retry is clamped to the deadline, and fails for the last time there.
+    assert message.next_attempt_at == start + timedelta(seconds=3600)
+    with time_machine.travel(start + timedelta(seconds=3601)):
+        tasks.sweep_due_messages()
+    message.refresh_from_db()
+    assert message.disposition == Disposition.EXPIRED
+    assert "450 4.2.1" in message.status_detail
+    assert [a.outcome for a in message.attempts.all()] == ["queued", "queued", "expired"]
+    with time_machine.travel(start + timedelta(days=10)):
+        assert tasks.sweep_due_messages() == 0
+
+
+def test_messages_to_one_domain_share_one_connection(mail_servers):
+    messages = [make_message(recipient_address=f"r{i}@example.net") for i in range(5)]
+    other = make_message(recipient_address="x@elsewhere.example")
+    assert tasks.deliver_message(messages[2].pk) == 5
+    assert sorted(mail_servers.mx.recipients()) == [f"r{i}@example.net" for i in range(5)]
+    assert len({r.connection for r in mail_servers.mx.received}) == 1
+    assert Message.objects.filter(disposition=Disposition.SENT).count() == 5
+    other.refresh_from_db()
+    assert other.disposition == Disposition.RECEIVED
+    # The tasks of the other four find their message handled, and do nothing.
+    assert all(tasks.deliver_message(m.pk) == 0 for m in messages)
+    assert len(mail_servers.mx.received) == 5
+
+
+def test_one_refusal_in_a_batch_does_not_stop_the_others(mail_servers):
+    mail_servers.mx.reply_to_rcpt["r1@example.net"] = "550 5.1.1 No such user"
+    messages = [make_message(recipient_address=f"r{i}@example.net") for i in range(3)]
+    tasks.deliver_message(messages[0].pk)
+    assert [deliver(m).disposition for m in messages] == ["sent", "undeliverable", "sent"]
+
+
+def test_delivering_twice_sends_once(mail_servers):
+    message = make_message()
+    deliver(message)
+    deliver(message)
+    assert len(mail_servers.mx.received) == 1
+    assert DeliveryAttempt.objects.count() == 1
+
+
+def test_a_claimed_message_is_not_delivered_by_another_worker(mail_servers, sync_tasks):
+    message = make_message()
+    [claimed] = messages_claim(domain="example.net")
+    assert claimed.pk == message.pk
+    assert tasks.deliver_message(message.pk) == 0
+    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
+        assert tasks.sweep_due_messages() == 0
+    assert mail_servers.mx.received == []
+
+
+def test_a_claim_whose_worker_died_is_redelivered_by_the_sweep_once(
+    mail_servers, sync_tasks, settings
+):
+    message = make_message()
+    messages_claim(domain="example.net")  # ... and the worker is killed here
+    lapsed = timezone.now() + timedelta(seconds=settings.DELIVERY_LOCK_SECONDS + 1)
+    with time_machine.travel(lapsed):
+        assert tasks.sweep_due_messages() == 1
+        assert tasks.sweep_due_messages() == 0
+    message.refresh_from_db()
+    assert message.disposition == Disposition.SENT
+    assert message.attempt_count == 2
+    assert len(mail_servers.mx.received) == 1
+
+
+def test_the_lapsed_workers_late_result_does_not_overwrite(mail_servers, settings):
+    from tracking.delivery.state import message_transition
+
+    make_message()
+    [stale] = messages_claim(domain="example.net")
+    lapsed = timezone.now() + timedelta(seconds=settings.DELIVERY_LOCK_SECONDS + 1)
+    with time_machine.travel(lapsed):
+        assert tasks.deliver_domain("example.net") == 1
+    assert message_transition(message=stale, to=Disposition.QUEUED) is False
+    assert Message.objects.get().disposition == Disposition.SENT
+
+
+def test_the_sweep_finds_a_message_whose_task_was_lost(mail_servers, sync_tasks):
+    message = make_message()
+    assert tasks.sweep_due_messages() == 0  # a fresh message is left to its own task
+    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
+        assert tasks.sweep_due_messages() == 1
+    assert deliver(message).disposition == Disposition.SENT
+
+
+def test_forwarded_mail_sends_its_source_bytes(mail_servers):
+    source = (
+        b"From: Someone <someone@elsewhere.example>\r\nTo: bob@example.net\r\n"
+        b"Subject: fwd\r\nMessage-ID: <orig@elsewhere.example>\r\n\r\nbody\r\n"
+    )
+    message = deliver(make_message(source_mime=source, direction="alias"))
+    assert message.disposition == Disposition.SENT
+    [received] = mail_servers.mx.received
+    assert received.data.replace(b"\r\n", b"\n") == source.replace(b"\r\n", b"\n")
+    assert received.mail_from == verp_address(message)
+
+
+def test_sweep_is_declared_in_the_schedules(db):
+    from django.core.management import call_command
+    from django_q.models import Schedule
+
+    call_command("setup_schedules")
+    schedule = Schedule.objects.get(name="iovox:delivery-sweep")
+    assert schedule.func == "tracking.tasks.sweep_due_messages" and schedule.minutes == 1
+
+
+def test_the_sent_mime_parses_back(mail_servers):
+    deliver(make_message(subject="Grüße", sender_name="Zoë"))
+    parsed = email.message_from_bytes(mail_servers.mx.received[0].data, policy=default_policy)
+    assert parsed["Subject"] == "Grüße"
+    assert parsed["From"].addresses[0].display_name == "Zoë"
+
+
+def accept(alice_link, **fields) -> Message:
+    from tracking.services.messages import message_accept
+
+    body = dict(
+        sender_address="a@sender.example", sender_name="A", recipient_address="b@example.net",
+        recipient_name="B", subject="s", text_content="t", html_content="<p>h</p>",
+    )  # fmt: skip
+    body.update(fields)
+    return message_accept(account=alice_link.account, link=alice_link, **body)
+
+
+@pytest.fixture
+def alice_link(alice):
+    from tests.factories import LinkFactory
+
+    return LinkFactory(account=alice.account, node__account=alice.account)
+
+
+def test_a_burst_to_one_domain_queues_one_task_that_delivers_all(
+    alice_link, mail_servers, django_capture_on_commit_callbacks
+):
+    from django_q.models import OrmQ
+
+    from tracking.models import DeliveryWakeup
+
+    for i in range(3):
+        with django_capture_on_commit_callbacks(execute=True):
+            accept(alice_link, recipient_address=f"r{i}@example.net")
+    with django_capture_on_commit_callbacks(execute=True):
+        accept(alice_link, recipient_address="x@other.example")
+    assert OrmQ.objects.count() == 2  # one per domain
+    assert set(DeliveryWakeup.objects.values_list("domain", flat=True)) == {
+        "example.net",
+        "other.example",
+    }
+    assert tasks.deliver_domain("example.net") == 3
+    assert sorted(mail_servers.mx.recipients()) == [f"r{i}@example.net" for i in range(3)]
+    # The task started, so the next message queues a new one.
+    with django_capture_on_commit_callbacks(execute=True):
+        accept(alice_link, recipient_address="late@example.net")
+    assert OrmQ.objects.count() == 3
+
+
+def test_a_lost_wakeup_is_renewed_after_a_while(
+    alice_link, mail_servers, django_capture_on_commit_callbacks
+):
+    from django_q.models import OrmQ
+
+    with django_capture_on_commit_callbacks(execute=True):
+        accept(alice_link)
+    OrmQ.objects.all().delete()  # the task is lost
+    with django_capture_on_commit_callbacks(execute=True):
+        accept(alice_link)
+    assert OrmQ.objects.count() == 0  # still believed queued
+    with time_machine.travel(timezone.now() + timedelta(minutes=6)):
+        with django_capture_on_commit_callbacks(execute=True):
+            accept(alice_link)
+    assert OrmQ.objects.count() == 1
+
+
+def test_a_backlog_fans_out_to_parallel_tasks(alice_link, mail_servers, settings, sync_tasks):
+    settings.DELIVERY_BATCH_SIZE = 2
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "workers": 3}
+    for i in range(7):
+        make_message(recipient_address=f"r{i}@example.net")
+    tasks.deliver_domain("example.net")
+    assert Message.objects.filter(disposition=Disposition.SENT).count() == 7
+    # The helpers' batches went over connections of their own.
+    assert len({r.connection for r in mail_servers.mx.received}) >= 2
+
+
+def test_a_message_that_cannot_be_built_is_undeliverable_and_the_batch_goes_on(mail_servers):
+    broken = make_message(recipient_address="a@example.net", headers={"X-Count": 5})
+    fine = make_message(recipient_address="b@example.net")
+    tasks.deliver_domain("example.net")
+    broken.refresh_from_db()
+    fine.refresh_from_db()
+    assert fine.disposition == Disposition.SENT
+    assert broken.disposition == Disposition.UNDELIVERABLE
+    assert broken.last_smtp_response.startswith("could not build the message")
+    assert mail_servers.mx.recipients() == ["b@example.net"]

@@ -1,0 +1,236 @@
+"""Input of `POST /rest/v1/email` (the spec's send fields and attachment fields) and output
+of `GET /rest/v1/email/{message_id}`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from django.conf import settings
+from rest_framework import exceptions, serializers, status
+
+from tracking.models import Attachment, Link, Message
+from tracking.services.messages import AttachmentDraft, has_line_break
+
+MIME_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$", re.I)
+WHITESPACE = re.compile(rb"\s+")
+
+
+class MessageTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+
+
+def no_line_breaks(value: str) -> str:
+    if has_line_break(value):
+        raise serializers.ValidationError("cannot contain line breaks", code="line_break")
+    return value
+
+
+class HeaderCharField(serializers.CharField):
+    """A value that goes into a header line: CR and LF are refused (header injection)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+        self.validators.append(no_line_breaks)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        no_line_breaks(value)  # before trimming could hide a trailing newline
+        return value.strip()
+
+
+class AddressField(serializers.EmailField):
+    """An email address for the envelope and the headers: ASCII, no line breaks, an
+    internationalised domain converted to its ASCII (punycode) form."""
+
+    default_error_messages = {"invalid": "is not a valid email address"}
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and has_line_break(data):
+            raise serializers.ValidationError("cannot contain line breaks", code="line_break")
+        value = super().to_internal_value(data).strip()
+        local, _, domain = value.rpartition("@")
+        try:
+            domain = domain.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            self.fail("invalid")
+        if not local.isascii():
+            raise serializers.ValidationError(
+                "must have an ASCII local part", code="non_ascii_address"
+            )
+        return f"{local}@{domain}"
+
+
+class AttachmentSerializer(serializers.Serializer):
+    disposition = serializers.ChoiceField(
+        choices=Attachment.Disposition.values,
+        error_messages={"invalid_choice": 'must be "inline" or "attachment"'},
+    )
+    type = HeaderCharField(max_length=255)
+    body = serializers.CharField(trim_whitespace=True, allow_blank=True)
+    filename = HeaderCharField(max_length=255, required=False, allow_blank=True, default="")
+    id = HeaderCharField(max_length=255, required=False, allow_blank=True, default="")
+
+    def validate_type(self, value: str) -> str:
+        if not MIME_TYPE.match(value):
+            raise serializers.ValidationError('is not a MIME type like "application/pdf"')
+        return value.lower()
+
+    def validate_body(self, value: str) -> bytes:
+        try:
+            return base64.b64decode(WHITESPACE.sub(b"", value.encode("ascii")), validate=True)
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            raise serializers.ValidationError("is not valid base64") from None
+
+    def validate_id(self, value: str) -> str:
+        # Accept "<part1>" as well as "part1": the Content-ID is written with its brackets.
+        value = value.strip("<>")
+        if any(ch in value for ch in "<> \t"):
+            raise serializers.ValidationError("cannot contain spaces or angle brackets")
+        return value
+
+    def validate(self, attrs):
+        errors = {}
+        if attrs["disposition"] == Attachment.Disposition.ATTACHMENT and not attrs["filename"]:
+            errors["filename"] = 'is required when disposition is "attachment"'
+        if attrs["disposition"] == Attachment.Disposition.INLINE and not attrs["id"]:
+            errors["id"] = 'is required when disposition is "inline"'
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+    def to_draft(self, attrs) -> AttachmentDraft:
+        return AttachmentDraft(
+            disposition=attrs["disposition"],
+            content_type=attrs["type"],
+            filename=attrs["filename"],
+            content_id=attrs["id"],
+            content=attrs["body"],
+        )
+
+
+class SendEmailSerializer(serializers.Serializer):
+    """The send fields of the spec. Every problem is reported at once. `validated_data` holds
+    `link` (a Link of the caller's account) and `attachments` (AttachmentDraft objects).
+
+    `validate_proxy_domain` refuses every domain here; the conversations app subclasses this
+    serializer to accept the domains configured for the account."""
+
+    link_id = serializers.CharField(max_length=100)
+    sender_address = AddressField(max_length=254)
+    sender_name = HeaderCharField(max_length=200)
+    recipient_address = AddressField(max_length=254)
+    recipient_name = HeaderCharField(max_length=200)
+    subject = HeaderCharField(max_length=998)
+    text_content = serializers.CharField(trim_whitespace=False)
+    html_content = serializers.CharField(trim_whitespace=False)
+    proxy_domain = HeaderCharField(max_length=253, required=False, allow_blank=True, default="")
+    proxy_name = HeaderCharField(max_length=200, required=False, allow_blank=True, default="")
+    attachments = AttachmentSerializer(many=True, required=False, default=list)
+
+    @property
+    def account(self):
+        return self.context["request"].user.account
+
+    def validate_link_id(self, value: str) -> Link:
+        link = Link.objects.filter(account=self.account, link_id=value).first()
+        if link is None:
+            raise serializers.ValidationError("does not exist", code="does_not_exist")
+        return link
+
+    def validate_proxy_domain(self, value: str) -> str:
+        if value:
+            raise serializers.ValidationError(
+                "is not configured for your account", code="not_configured"
+            )
+        return value
+
+    def validate_attachments(self, value: list[dict]) -> list[AttachmentDraft]:
+        return [AttachmentSerializer().to_draft(attrs) for attrs in value]
+
+    def validate(self, attrs):
+        attrs["link"] = attrs.pop("link_id")
+        size = (
+            len(attrs["text_content"].encode())
+            + len(attrs["html_content"].encode())
+            + sum(len(draft.content) for draft in attrs["attachments"])
+        )
+        if size > settings.MAX_MESSAGE_SIZE:
+            raise MessageTooLarge(
+                f"message is too large: {size} bytes of content and attachments, the limit "
+                f"is {settings.MAX_MESSAGE_SIZE} bytes"
+            )
+        return attrs
+
+
+def format_date(value) -> str | None:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else None
+
+
+def message_search_fields(message: Message) -> dict:
+    """A message as the spec's search results show it: absent values are left out."""
+    link, node = message.link, message.link.node
+    fields = {
+        "message_id": str(message.message_id),
+        "receive_date": format_date(message.receive_date),
+        "delivery_date": format_date(message.delivery_date),
+        "node_id": node.node_id,
+        "node_name": node.node_name,
+        "node_type": node.node_type,
+        "link_id": link.link_id,
+        "link_name": link.link_name,
+        "link_type": link.link_type,
+        "sender_address": message.sender_address,
+        "sender_name": message.sender_name,
+        "recipient_address": message.recipient_address,
+        "recipient_name": message.recipient_name,
+        "proxy_address": message.proxy_address,
+        "proxy_name": message.proxy_name,
+        "conversation_id": str(message.conversation_id) if message.conversation_id else None,
+        "disposition": message.disposition,
+        "read_disposition": message.read_disposition,
+        "read_first_date": format_date(message.read_first_date),
+    }
+    return {name: value for name, value in fields.items() if value not in (None, "")}
+
+
+def message_detail(message: Message) -> dict:
+    """`GET /rest/v1/email/{message_id}`: the search fields, the subject, why the message
+    ended as it did (when known), its delivery attempts and its tracking events."""
+    detail = message_search_fields(message)
+    detail["subject"] = message.subject
+    if message.status_detail:
+        detail["status_detail"] = message.status_detail
+    detail["attempts"] = [
+        {
+            name: value
+            for name, value in {
+                "attempted_at": format_date(attempt.attempted_at),
+                "mx_host": attempt.mx_host,
+                "smtp_code": attempt.smtp_code,
+                "smtp_text": attempt.smtp_text,
+                "outcome": attempt.outcome,
+            }.items()
+            if value not in (None, "")
+        }
+        for attempt in message.attempts.all()
+    ]
+    detail["events"] = [
+        {
+            name: value
+            for name, value in {
+                "kind": event.kind,
+                "occurred_at": format_date(event.occurred_at),
+                "ip": event.ip,
+                "user_agent": event.user_agent,
+                "url": event.url,
+                "automated": event.automated,
+            }.items()
+            if value not in (None, "")
+        }
+        for event in message.events.all()
+    ]
+    return detail

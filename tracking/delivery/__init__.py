@@ -1,0 +1,2 @@
+"""Delivery of messages straight to the recipient's MX: the state machine, claims, MIME,
+VERP return paths, MX lookup and SMTP sessions."""

@@ -1,0 +1,137 @@
+"""One SMTP connection to one MX address, carrying as many messages as it is given.
+
+STARTTLS is used whenever the server offers it. Certificates are not verified: this is
+opportunistic TLS (RFC 7435), which protects against passive listening, and MX servers with
+self-signed certificates are common; refusing them would only push mail back to plain text.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass
+
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class SmtpReply:
+    code: int | None  # None: no reply at all (refused, timed out, dropped)
+    text: str
+    host: str
+
+    @property
+    def accepted(self) -> bool:
+        return self.code is not None and 200 <= self.code < 300
+
+    @property
+    def permanent(self) -> bool:
+        return self.code is not None and 500 <= self.code < 600
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}" if self.code is not None else self.text
+
+
+def _tls_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _text(message: bytes | str) -> str:
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", "replace")
+    return " ".join(message.split())[:1000]
+
+
+class MxConnection:
+    """Use as a context manager; `open()` returns None on success or the failing reply."""
+
+    def __init__(self, host: str, address: str) -> None:
+        self.host = host
+        self.address = address
+        self.smtp: smtplib.SMTP | None = None
+        self.tls = False
+
+    def __enter__(self) -> MxConnection:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> SmtpReply | None:
+        smtp = smtplib.SMTP(local_hostname=settings.SMTP_HELO_NAME, timeout=settings.SMTP_TIMEOUT)
+        # STARTTLS names the MX host (SNI), though we connect to one of its addresses.
+        smtp._host = self.host
+        try:
+            code, text = smtp.connect(self.address, settings.SMTP_DELIVERY_PORT)
+            if code != 220:
+                smtp.close()
+                return SmtpReply(code, _text(text), self.host)
+            code, text = smtp.ehlo()
+            if code != 250:
+                code, text = smtp.helo()
+                if code != 250:
+                    smtp.close()
+                    return SmtpReply(code, _text(text), self.host)
+            if smtp.has_extn("starttls"):
+                code, text = smtp.starttls(context=_tls_context())
+                self.tls = code == 220
+                smtp.ehlo()
+        except (OSError, smtplib.SMTPException) as e:
+            smtp.close()
+            return SmtpReply(None, _describe(e, self), self.host)
+        self.smtp = smtp
+        return None
+
+    @property
+    def alive(self) -> bool:
+        return self.smtp is not None
+
+    def send(self, *, mail_from: str, rcpt_to: str, data: bytes) -> SmtpReply:
+        """One MAIL/RCPT/DATA transaction. The connection stays usable after a refusal (it is
+        reset); after a network failure it is closed and `alive` is False."""
+        assert self.smtp is not None
+        smtp = self.smtp
+        try:
+            code, text = smtp.mail(mail_from)
+            if code == 250:
+                code, text = smtp.rcpt(rcpt_to)
+                if code in (250, 251):
+                    code, text = smtp.data(data)
+                    return SmtpReply(code, _text(text), self.host)
+            smtp.rset()
+            return SmtpReply(code, _text(text), self.host)
+        except smtplib.SMTPResponseException as e:
+            # A refusal of DATA itself (not 354): the session is still in step.
+            reply = SmtpReply(e.smtp_code, _text(e.smtp_error), self.host)
+            try:
+                smtp.rset()
+            except (OSError, smtplib.SMTPException):
+                self.close()
+            return reply
+        except (OSError, smtplib.SMTPException) as e:
+            self.close()
+            return SmtpReply(None, _describe(e, self), self.host)
+
+    def close(self) -> None:
+        if self.smtp is None:
+            return
+        smtp, self.smtp = self.smtp, None
+        try:
+            smtp.quit()
+        except (OSError, smtplib.SMTPException):
+            smtp.close()
+
+
+def _describe(error: BaseException, connection: MxConnection) -> str:
+    where = f"{connection.address}:{settings.SMTP_DELIVERY_PORT}"
+    if isinstance(error, socket.timeout | TimeoutError) or "timed out" in str(error):
+        return f"timed out talking to {where}"
+    if isinstance(error, ConnectionRefusedError):
+        return f"connection refused by {where}"
+    if isinstance(error, smtplib.SMTPServerDisconnected):
+        return f"{where} closed the connection"
+    return f"{type(error).__name__} talking to {where}: {error}"

@@ -1,0 +1,160 @@
+"""The disposition state machine of DESIGN.md, owned by `message_transition` alone.
+
+Every change of `disposition` goes through it (and `messages_transition`, its batch form, which
+it calls). The UPDATE is conditional on the disposition and
+`state_version` the caller read, so a worker whose claim lapsed (and was taken over by another)
+cannot overwrite the newer outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Case, F, Value, When
+
+from tracking.models import Disposition, Message
+
+ALLOWED: dict[str, frozenset[str]] = {
+    Disposition.RECEIVED: frozenset(
+        {
+            Disposition.SENT,
+            Disposition.QUEUED,
+            Disposition.UNDELIVERABLE,
+            Disposition.NO_MX_RECORD,
+            Disposition.NO_RULES,
+            Disposition.RULE_ERROR,
+        }
+    ),
+    Disposition.QUEUED: frozenset(
+        {
+            Disposition.SENT,
+            Disposition.QUEUED,
+            Disposition.UNDELIVERABLE,
+            Disposition.NO_MX_RECORD,
+            Disposition.EXPIRED,
+        }
+    ),
+    Disposition.SENT: frozenset({Disposition.RECEIVED_BOUNCED}),
+}
+
+# The fields a transition may set beside the disposition.
+TRANSITION_FIELDS = frozenset(
+    {"delivery_date", "next_attempt_at", "last_smtp_response", "status_detail"}
+)
+
+
+class InvalidTransition(ValueError):
+    pass
+
+
+def transition_allowed(current: str, to: str) -> bool:
+    return to in ALLOWED.get(current, frozenset())
+
+
+@dataclass(frozen=True)
+class Transition:
+    message: Message
+    to: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def message_transition(*, message: Message, to: str, **fields: Any) -> bool:
+    """Move `message` to disposition `to`, setting `fields` with it, and release any claim.
+
+    Raises InvalidTransition for a move DESIGN.md does not allow. Returns False, changing
+    nothing, when the row is no longer in the state the caller read (another worker moved it
+    first); on success the in-memory message is updated too.
+    """
+    return messages_transition([Transition(message, to, fields)])[0]
+
+
+def messages_transition(transitions: Sequence[Transition]) -> list[bool]:
+    """`message_transition` for several messages at once (a worker's batch of outcomes): one
+    conditional UPDATE per call instead of one per message. Returns, per transition, whether
+    it was made. The only code that writes `disposition`."""
+    for transition in transitions:
+        _check(transition)
+    if not transitions:
+        return []
+    if len(transitions) == 1:
+        return [_transition_one(transitions[0])]
+    with transaction.atomic():
+        current = {
+            pk: (disposition, version)
+            for pk, disposition, version in Message.objects.select_for_update()
+            .filter(pk__in=[t.message.pk for t in transitions])
+            .values_list("pk", "disposition", "state_version")
+        }
+        movable = [
+            t
+            for t in transitions
+            if current.get(t.message.pk) == (t.message.disposition, t.message.state_version)
+        ]
+        if movable:
+            Message.objects.filter(pk__in=[t.message.pk for t in movable]).update(
+                state_version=F("state_version") + 1, **_column_values(movable)
+            )
+    moved = {id(t) for t in movable}
+    for transition in movable:
+        _apply(transition)
+    return [id(t) in moved for t in transitions]
+
+
+def _check(transition: Transition) -> None:
+    if not transition_allowed(transition.message.disposition, transition.to):
+        raise InvalidTransition(
+            f"{transition.message.disposition} -> {transition.to} is not allowed"
+        )
+    unknown = set(transition.fields) - TRANSITION_FIELDS
+    if unknown:
+        raise TypeError(f"a transition cannot set {', '.join(sorted(unknown))}")
+
+
+def _changes(transition: Transition) -> dict[str, Any]:
+    return {
+        "disposition": transition.to,
+        "locked_until": None,
+        "claim_token": None,
+        **transition.fields,
+    }
+
+
+def _transition_one(transition: Transition) -> bool:
+    message = transition.message
+    updated = Message.objects.filter(
+        pk=message.pk, disposition=message.disposition, state_version=message.state_version
+    ).update(state_version=F("state_version") + 1, **_changes(transition))
+    if updated != 1:
+        return False
+    _apply(transition)
+    return True
+
+
+def _column_values(transitions: list[Transition]) -> dict[str, Any]:
+    """Per column: one value when every row gets the same, else CASE on the primary key."""
+    per_row = [(t.message.pk, _changes(t)) for t in transitions]
+    names = {name for _, changes in per_row for name in changes}
+    values: dict[str, Any] = {}
+    for name in names:
+        column = Message._meta.get_field(name)
+        row_values = [(pk, changes[name]) for pk, changes in per_row if name in changes]
+        distinct = {repr(value) for _, value in row_values}
+        if len(row_values) == len(per_row) and len(distinct) == 1:
+            values[name] = row_values[0][1]
+            continue
+        values[name] = Case(
+            *(When(pk=pk, then=Value(value, output_field=column)) for pk, value in row_values),
+            default=F(name),
+            output_field=column,
+        )
+    return values
+
+
+def _apply(transition: Transition) -> None:
+    message = transition.message
+    for name, value in _changes(transition).items():
+        setattr(message, name, value)
+    message.state_version += 1

@@ -1,0 +1,71 @@
+"""Worker tasks (django-q2). Thin: they take primary keys or names and call a service.
+
+django-q2 delivers a task at least once, so each task is idempotent: delivery claims its
+messages by conditional UPDATE, and a task for a message that is already handled does nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+from django.conf import settings
+from django.db import transaction
+from django_q.tasks import async_task
+
+from tracking.delivery.deliver import domain_backlog, due_domains, messages_deliver
+from tracking.delivery.durability import relax_commit_durability
+from tracking.delivery.wakeup import (
+    delivery_wakeup_claim,
+    delivery_wakeup_clear,
+    delivery_wakeup_pending,
+)
+
+
+def wake_delivery(domain: str) -> None:
+    """Called on commit of the transaction that accepted a message to `domain`: queue a
+    delivery task for the domain unless one is queued already and has not started.
+
+    Neither row needs fsyncing: the message already is durable, and if a crash lost the task
+    the sweep finds the message.
+    """
+    if delivery_wakeup_pending(domain=domain):
+        return  # one read, no write: the usual case while a domain is busy
+    with transaction.atomic():
+        relax_commit_durability()  # the wake-up row, and the ORM broker's task row with it
+        if delivery_wakeup_claim(domain=domain):
+            async_task("tracking.tasks.deliver_domain", domain, task_name=f"deliver {domain}")
+
+
+def deliver_message(message_pk: int) -> int:
+    """Deliver this message, with other due messages to its domain over the same connection."""
+    return messages_deliver(message_pk=message_pk)
+
+
+def deliver_domain(domain: str, fan_out: bool = True) -> int:
+    """Deliver due messages to one domain, a bounded number of batches. With `fan_out`, a
+    backlog of more than one batch also gets helper tasks (up to the worker count), so
+    batches go out in parallel over several connections."""
+    if fan_out:
+        delivery_wakeup_clear(domain=domain)
+        helpers = min(
+            int(settings.Q_CLUSTER.get("workers", 1)) - 1,
+            math.ceil(domain_backlog(domain=domain) / settings.DELIVERY_BATCH_SIZE) - 1,
+        )
+        for _ in range(max(0, helpers)):
+            async_task("tracking.tasks.deliver_domain", domain, False, task_name=f"help {domain}")
+    total = 0
+    for _ in range(20):
+        attempted = messages_deliver(domain=domain)
+        total += attempted
+        if attempted < settings.DELIVERY_BATCH_SIZE:
+            break
+    return total
+
+
+def sweep_due_messages() -> int:
+    """Scheduled: find due messages (lost tasks, retries whose time has come, claims of a dead
+    worker) and queue a delivery task per domain."""
+    domains = due_domains()
+    for domain in domains:
+        async_task("tracking.tasks.deliver_domain", domain, task_name=f"sweep {domain}")
+    return len(domains)

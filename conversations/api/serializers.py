@@ -5,7 +5,8 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from conversations.models import Conversation, ProxyDomain
-from conversations.services import address_domain
+from conversations.services import address_domain, own_domains
+from tracking.api import email_serializers as tracking_email
 from tracking.api.directory_serializers import AccountSlugField
 from tracking.models import Link
 
@@ -58,3 +59,22 @@ class ProxyAddressSerializer(serializers.Serializer):
             "proxy_address": conversation.proxy_address,
             "conversation_id": str(conversation.conversation_id),
         }
+
+
+class SendEmailSerializer(tracking_email.SendEmailSerializer):
+    """`POST /rest/v1/email` as the send code defines it, with `proxy_domain` accepted when the
+    account may use the domain (shared, or private to it)."""
+
+    def validate_proxy_domain(self, value: str) -> str:
+        value = value.strip().lower()
+        if value and not ProxyDomain.usable_by(self.account).filter(domain=value).exists():
+            raise serializers.ValidationError(
+                "proxy_domain is not configured for your account", code="not_configured"
+            )
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        attrs = super().validate(attrs)
+        if attrs.get("proxy_domain"):
+            validate_parties(attrs, own=own_domains())
+        return attrs

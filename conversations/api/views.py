@@ -1,16 +1,23 @@
-"""`POST /rest/v1/email/address/proxy`: open one or more conversations at once."""
+"""`POST /rest/v1/email` (with or without a proxy domain) and
+`POST /rest/v1/email/address/proxy` (open one or more conversations at once)."""
 
 from __future__ import annotations
 
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from conversations.api.serializers import PROXY_BATCH_MAX, ProxyAddressSerializer
+from conversations.api.serializers import (
+    PROXY_BATCH_MAX,
+    ProxyAddressSerializer,
+    SendEmailSerializer,
+)
 from conversations.services import conversation_open, own_domains
+from tracking.api.email_views import SENT_RESPONSE
 from tracking.api.exceptions import error_list
+from tracking.services.messages import message_accept
 
 
 class ProxyAddressView(APIView):
@@ -64,3 +71,50 @@ class ProxyAddressView(APIView):
         if errors:
             raise serializers.ValidationError(errors)
         return entries
+
+
+class SendEmailView(APIView):
+    """`POST /rest/v1/email`: the one route for sending. With a `proxy_domain`, the message
+    opens a conversation (party A the sender, party B the recipient) and goes out From
+    "proxy_name or sender_name <proxy address>"; the answer adds `conversation_id` and
+    `proxy_address`."""
+
+    @extend_schema(
+        request=SendEmailSerializer,
+        responses={
+            201: SENT_RESPONSE,
+            400: OpenApiResponse(description='{"errors": [...]}'),
+        },
+    )
+    def post(self, request):
+        serializer = SendEmailSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        proxy_domain = data.pop("proxy_domain", "")
+        account = request.user.account
+        if not proxy_domain:
+            message = message_accept(account=account, **data)
+            return Response({"message_id": str(message.message_id)}, status=201)
+        with transaction.atomic():
+            conversation = conversation_open(
+                account=account,
+                link=data["link"],
+                proxy_domain=proxy_domain,
+                party_a_address=data["sender_address"],
+                party_a_name=data["sender_name"],
+                party_b_address=data["recipient_address"],
+                party_b_name=data["recipient_name"],
+                proxy_name=data["proxy_name"],
+            )
+            message = message_accept(
+                account=account,
+                **data,
+                conversation_id=conversation.conversation_id,
+                proxy_address=conversation.proxy_address,
+            )
+        body = {
+            "message_id": str(message.message_id),
+            "conversation_id": str(conversation.conversation_id),
+            "proxy_address": conversation.proxy_address,
+        }
+        return Response(body, status=status.HTTP_201_CREATED)

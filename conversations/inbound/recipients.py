@@ -7,6 +7,7 @@ import enum
 from dataclasses import dataclass
 
 from conversations.models import Conversation
+from tracking.delivery.verp import verp_message_id
 from tracking.models import Link, Message
 
 
@@ -36,15 +37,7 @@ def recipient_resolve(address: str) -> Recipient | None:
         return Recipient(address, RouteKind.ALIAS)
     if Conversation.objects.filter(proxy_address=address).exists():
         return Recipient(address, RouteKind.PROXY)
-    message_id = bounce_message_id(address)
+    message_id = verp_message_id(address)
     if message_id is not None and Message.objects.filter(message_id=message_id).exists():
         return Recipient(address, RouteKind.BOUNCE)
     return None
-
-
-def bounce_message_id(address: str):
-    try:
-        from tracking.delivery.verp import verp_message_id  # TEMP until send lands
-    except ImportError:
-        return None
-    return verp_message_id(address)

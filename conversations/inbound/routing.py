@@ -1,0 +1,257 @@
+"""Routing a stored inbound message, in the worker: per recipient, forward alias mail to the
+link's destination contact, relay proxy mail to the other party of the conversation, or hand a
+bounce to bounce processing.
+
+The whole routing of one message is one transaction that starts by claiming the message
+(pending -> routed, a conditional UPDATE): two workers never route it twice, and a worker that
+dies half-way leaves it pending for the sweep, with none of its Messages half-made.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+
+from conversations.inbound.mime import (
+    FORWARD_DROP,
+    LOOP_HEADER,
+    RELAY_DROP,
+    Content,
+    ParsedMessage,
+    extract_content,
+    format_address,
+    rewrite_headers,
+)
+from conversations.inbound.recipients import RouteKind, recipient_resolve
+from conversations.models import Conversation, InboundMessage
+from conversations.services import address_domain, own_domains
+from tracking.models import Direction, Disposition, Link, Message
+from tracking.services.bounces import bounce_process
+from tracking.services.messages import message_accept, message_refuse
+
+log = logging.getLogger(__name__)
+
+THREAD_HEADERS = ("Message-ID", "In-Reply-To", "References")
+
+
+@dataclass
+class Routing:
+    """What became of each recipient of one inbound message."""
+
+    inbound: InboundMessage
+    parsed: ParsedMessage
+    messages: list[Message] = field(default_factory=list)
+    routed: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    _content: Content | None = None
+
+    @property
+    def content(self) -> Content:
+        if self._content is None:
+            self._content = extract_content(self.parsed.raw)
+        return self._content
+
+    def refuse(self, address: str, reason: str) -> None:
+        self.refused.append(f"{address}: {reason}")
+
+    @property
+    def problems(self) -> list[str]:
+        return self.parsed.problems + (self._content.problems if self._content else [])
+
+
+def inbound_route(*, inbound_pk: int) -> InboundMessage | None:
+    """Route one pending inbound message; None when it is not pending (already routed)."""
+    try:
+        with transaction.atomic():
+            claimed = InboundMessage.objects.filter(
+                pk=inbound_pk, status=InboundMessage.Status.PENDING
+            ).update(status=InboundMessage.Status.ROUTED)
+            if not claimed:
+                return None
+            inbound = InboundMessage.objects.get(pk=inbound_pk)
+            routing = Routing(inbound=inbound, parsed=ParsedMessage.parse(bytes(inbound.raw)))
+            for address in inbound.rcpt_to:
+                _route_recipient(routing, address)
+            _record(routing)
+            return inbound
+    except Exception as exc:
+        # Rolled back, so the message is pending again: record why it could not be routed.
+        log.exception("routing inbound message %s failed", inbound_pk)
+        InboundMessage.objects.filter(pk=inbound_pk, status=InboundMessage.Status.PENDING).update(
+            status=InboundMessage.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:10000]
+        )
+        return InboundMessage.objects.filter(pk=inbound_pk).first()
+
+
+def _record(routing: Routing) -> None:
+    inbound = routing.inbound
+    inbound.status = (
+        InboundMessage.Status.ROUTED if routing.routed else InboundMessage.Status.REFUSED
+    )
+    inbound.error = "\n".join(routing.refused + routing.problems)
+    inbound.save(update_fields=["status", "error"])
+    if routing.messages:
+        inbound.messages.add(*routing.messages)
+
+
+def _route_recipient(routing: Routing, address: str) -> None:
+    recipient = recipient_resolve(address)
+    if recipient is None:
+        routing.refuse(address, "no longer an alias, proxy or bounce address")
+    elif recipient.kind == RouteKind.BOUNCE:
+        message = bounce_process(raw=routing.parsed.raw, rcpt_to=recipient.address)
+        if message is None:
+            routing.refuse(address, "not a bounce of a message we sent")
+        else:
+            routing.messages.append(message)
+            routing.routed.append(address)
+    elif routing.parsed.is_delivery_report:
+        # Bounces come back to the VERP return path; one sent to an alias or a proxy address
+        # (by a server that answers the From header) is never passed on to a person.
+        routing.refuse(address, "a delivery report is not forwarded")
+    elif recipient.kind == RouteKind.ALIAS:
+        _forward_alias(routing, recipient.address)
+    else:
+        _relay(routing, recipient.address)
+
+
+def _thread_headers(parsed: ParsedMessage) -> dict[str, str]:
+    return {name: parsed.header_text(name) for name in THREAD_HEADERS if parsed.header_text(name)}
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split())
+
+
+def _missing_headers(parsed: ParsedMessage) -> list[tuple[str, str]]:
+    """Message-ID and Date, when the sender left them out: many receivers refuse mail
+    without them (RFC 5322 section 3.6 wants both)."""
+    added = []
+    if not parsed.message_id:
+        added.append(("Message-ID", f"<{uuid.uuid4().hex}@{settings.SMTP_HELO_NAME}>"))
+    if not parsed.headers.get("date"):
+        added.append(("Date", email.utils.format_datetime(email.utils.localtime())))
+    return added
+
+
+def _forward_alias(routing: Routing, address: str) -> None:
+    """Alias mail goes to the link's destination contact as it came: From, To, Subject,
+    threading headers, MIME structure and attachments unchanged (and so the sender's DKIM
+    signature, which covers none of what we add), our loop header and trace on top, the
+    envelope sender our VERP address. Auto-replies are forwarded too: the loop header stops a
+    destination that would send them back round."""
+    link = Link.objects.select_related("destination", "account").get(email_address=address)
+    parsed = routing.parsed
+    contact = link.destination
+    forwarded = rewrite_headers(
+        parsed.raw,
+        drop=FORWARD_DROP,
+        prepend=[(LOOP_HEADER, address), *_missing_headers(parsed)],
+    )
+    message = message_accept(
+        account=link.account,
+        link=link,
+        sender_address=_one_line(parsed.from_address or routing.inbound.mail_from),
+        sender_name=_one_line(parsed.from_name),
+        recipient_address=contact.email if contact else "",
+        recipient_name=_one_line(contact.name) if contact else "",
+        subject=_one_line(parsed.subject)[:998],
+        text_content=routing.content.text,
+        html_content=routing.content.html,
+        direction=Direction.ALIAS,
+        headers=_thread_headers(parsed),
+        source_mime=forwarded,
+    )
+    refusal = _alias_refusal(contact)
+    if refusal:
+        message_refuse(message=message, disposition=refusal[0], detail=refusal[1])
+    routing.messages.append(message)
+    routing.routed.append(address)
+
+
+def _alias_refusal(contact) -> tuple[str, str] | None:
+    if contact is None:
+        return Disposition.NO_RULES, "the link has no destination contact"
+    if not contact.email:
+        return Disposition.RULE_ERROR, f"the destination contact {contact.contact_id} has no email"
+    if address_domain(contact.email) in own_domains():
+        return (
+            Disposition.RULE_ERROR,
+            f"the destination {contact.email} is one of our own addresses (a loop)",
+        )
+    return None
+
+
+def _relay(routing: Routing, address: str) -> None:
+    """Proxy mail from one party goes to the other, From rewritten to the proxy address (so
+    the reply comes back through us) and every header that names a party's real address
+    removed; Subject, Date, Message-ID, In-Reply-To, References and the body are kept, so the
+    parties' mail clients thread the conversation."""
+    conversation = Conversation.objects.select_related("link__account").get(proxy_address=address)
+    parsed = routing.parsed
+    if parsed.auto_submitted:
+        routing.refuse(address, "an automatic message (Auto-Submitted) is not relayed")
+        return
+    side = _party_of(conversation, parsed, routing.inbound.mail_from)
+    if side is None:
+        sender = parsed.from_address or routing.inbound.mail_from or "an unknown sender"
+        routing.refuse(
+            address, f"{sender} is not a party of conversation {conversation.conversation_id}"
+        )
+        return
+    if side == "a":
+        shown_name = conversation.proxy_name or conversation.party_a_name or parsed.from_name
+        to_name, to_address = conversation.party_b_name, conversation.party_b_address
+        sender_name = conversation.party_a_name or parsed.from_name
+    else:
+        shown_name = conversation.party_b_name or parsed.from_name
+        to_name, to_address = conversation.party_a_name, conversation.party_a_address
+        sender_name = conversation.party_b_name or parsed.from_name
+    shown_name = _one_line(shown_name)
+    relayed = rewrite_headers(
+        parsed.raw,
+        drop=RELAY_DROP,
+        prepend=[(LOOP_HEADER, address), *_missing_headers(parsed)],
+        replace=[
+            ("From", format_address(shown_name, conversation.proxy_address)),
+            ("To", format_address(_one_line(to_name), to_address)),
+        ],
+    )
+    message = message_accept(
+        account=conversation.link.account,
+        link=conversation.link,
+        sender_address=parsed.from_address or routing.inbound.mail_from,
+        sender_name=_one_line(sender_name),
+        recipient_address=to_address,
+        recipient_name=_one_line(to_name),
+        subject=_one_line(parsed.subject)[:998],
+        text_content=routing.content.text,
+        html_content=routing.content.html,
+        direction=Direction.RELAY,
+        conversation_id=conversation.conversation_id,
+        proxy_address=conversation.proxy_address,
+        proxy_name=shown_name,
+        headers=_thread_headers(parsed),
+        source_mime=relayed,
+    )
+    routing.messages.append(message)
+    routing.routed.append(address)
+
+
+def _party_of(conversation: Conversation, parsed: ParsedMessage, mail_from: str) -> str | None:
+    """ "a" or "b": which party wrote, known by the From address (case-insensitively), or by
+    the envelope sender when From names neither."""
+    parties = {
+        conversation.party_a_address.lower(): "a",
+        conversation.party_b_address.lower(): "b",
+    }
+    for candidate in (parsed.from_address, mail_from):
+        side = parties.get((candidate or "").strip().lower())
+        if side:
+            return side
+    return None

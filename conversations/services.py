@@ -54,10 +54,24 @@ def proxy_local_part_generate() -> str:
 def own_domains() -> set[str]:
     """Every domain whose mail comes back to our own inbound server: alias, bounce and proxy
     domains. Forwarding or relaying to one of them would be a loop."""
+    configured = (
+        AliasDomain.objects.order_by()
+        .values_list("domain")
+        .union(ProxyDomain.objects.order_by().values_list("domain"))
+    )
+    return {settings.ALIAS_DOMAIN, settings.BOUNCE_DOMAIN} | {d for (d,) in configured}
+
+
+def is_own_domain(domain: str) -> bool:
+    domain = domain.strip().lower()
+    if domain in {settings.ALIAS_DOMAIN, settings.BOUNCE_DOMAIN}:
+        return True
     return (
-        {settings.ALIAS_DOMAIN, settings.BOUNCE_DOMAIN}
-        | set(AliasDomain.objects.values_list("domain", flat=True))
-        | set(ProxyDomain.objects.values_list("domain", flat=True))
+        AliasDomain.objects.filter(domain=domain)
+        .order_by()
+        .values_list("domain")
+        .union(ProxyDomain.objects.filter(domain=domain).order_by().values_list("domain"))
+        .exists()
     )
 
 

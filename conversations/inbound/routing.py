@@ -29,7 +29,7 @@ from conversations.inbound.mime import (
 )
 from conversations.inbound.recipients import RouteKind, recipient_resolve
 from conversations.models import Conversation, InboundMessage
-from conversations.services import address_domain, own_domains
+from conversations.services import address_domain, is_own_domain
 from tracking.models import Direction, Disposition, Link, Message
 from tracking.services.bounces import bounce_process
 from tracking.services.messages import message_accept, message_refuse
@@ -37,6 +37,10 @@ from tracking.services.messages import message_accept, message_refuse
 log = logging.getLogger(__name__)
 
 THREAD_HEADERS = ("Message-ID", "In-Reply-To", "References")
+# Pending messages are looked up this many at a time, oldest first; one task routes at most
+# ROUTE_LIMIT before it ends (the next wakeup or the sweep carries on).
+ROUTE_BATCH = 100
+ROUTE_LIMIT = 5000
 
 
 @dataclass
@@ -62,6 +66,21 @@ class Routing:
     @property
     def problems(self) -> list[str]:
         return self.parsed.problems + (self._content.problems if self._content else [])
+
+
+def inbound_route_pending(*, limit: int = ROUTE_LIMIT) -> int:
+    """Route pending messages, oldest first, until none is left; how many were looked at.
+    Several workers may do this at once: each message is claimed by one of them."""
+    done = 0
+    while done < limit:
+        pending = InboundMessage.objects.filter(status=InboundMessage.Status.PENDING)
+        pks = list(pending.order_by("received_at", "pk").values_list("pk", flat=True)[:ROUTE_BATCH])
+        if not pks:
+            break
+        for pk in pks:
+            inbound_route(inbound_pk=pk)
+        done += len(pks)
+    return done
 
 
 def inbound_route(*, inbound_pk: int) -> InboundMessage | None:
@@ -96,7 +115,11 @@ def _record(routing: Routing) -> None:
     inbound.error = "\n".join(routing.refused + routing.problems)
     inbound.save(update_fields=["status", "error"])
     if routing.messages:
-        inbound.messages.add(*routing.messages)
+        through = InboundMessage.messages.through
+        through.objects.bulk_create(
+            through(inboundmessage_id=inbound.pk, message_id=message.pk)
+            for message in routing.messages
+        )
 
 
 def _route_recipient(routing: Routing, address: str) -> None:
@@ -179,7 +202,7 @@ def _alias_refusal(contact) -> tuple[str, str] | None:
         return Disposition.NO_RULES, "the link has no destination contact"
     if not contact.email:
         return Disposition.RULE_ERROR, f"the destination contact {contact.contact_id} has no email"
-    if address_domain(contact.email) in own_domains():
+    if is_own_domain(address_domain(contact.email)):
         return (
             Disposition.RULE_ERROR,
             f"the destination {contact.email} is one of our own addresses (a loop)",

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from conversations.inbound.mime import Envelope
-from conversations.inbound.receive import inbound_receive
+from conversations.inbound.receive import inbound_enqueue_routing, inbound_receive
 from conversations.inbound.recipients import recipient_resolve
 from conversations.models import InboundMessage
 
@@ -58,11 +58,46 @@ def _store(envelope: Envelope, recipients: list[str], raw: bytes) -> InboundMess
         return inbound_receive(envelope=envelope, recipients=recipients, raw=raw)
 
 
+def _enqueue_routing() -> None:
+    with _db_job():
+        inbound_enqueue_routing()
+
+
+class RoutingWakeup:
+    """Wakes the worker after messages are stored, coalescing under load.
+
+    A quiet server enqueues one routing task per message, before its 250 reply. While an
+    enqueue is in flight, further messages only mark it dirty, and one more enqueue follows
+    the current one: every committed message is covered by a task enqueued after its commit
+    (the task looks for pending messages when it runs), at one task per round trip rather
+    than one per message.
+    """
+
+    def __init__(self, run):
+        self.run = run
+        self.in_flight = False
+        self.dirty = False
+        self.follow_up: asyncio.Task | None = None
+
+    async def request(self) -> None:
+        if self.in_flight:
+            self.dirty = True
+            return
+        self.in_flight, self.dirty = True, False
+        try:
+            await self.run(_enqueue_routing)
+        finally:
+            self.in_flight = False
+        if self.dirty:
+            self.follow_up = asyncio.ensure_future(self.request())
+
+
 class InboundHandler:
-    """aiosmtpd hooks: judge each recipient, store each message."""
+    """aiosmtpd hooks: judge each recipient, store each message, wake the worker."""
 
     def __init__(self, executor: ThreadPoolExecutor):
         self.executor = executor
+        self.wakeup = RoutingWakeup(self._run)
 
     async def _run(self, func, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, func, *args)
@@ -97,6 +132,10 @@ class InboundHandler:
             log.info("refused inbound %s: %s", inbound.pk, inbound.error)
             return f"554 5.4.6 {inbound.error}"
         log.info("stored inbound %s for %s", inbound.pk, ", ".join(envelope.rcpt_tos))
+        try:
+            await self.wakeup.request()
+        except Exception:  # the message is safe; the sweep routes it within minutes
+            log.exception("could not wake the worker for inbound %s", inbound.pk)
         return f"250 2.0.0 OK queued as {inbound.pk}"
 
 

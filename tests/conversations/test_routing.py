@@ -303,7 +303,8 @@ def test_routing_is_queued_and_a_message_is_routed_once(inbound_server, link, ma
     inbound_server.send(eml("auto_reply.eml", sender=CUSTOMER, to=ALIAS), mail_from="", to=ALIAS)
     inbound = InboundMessage.objects.get()
     assert inbound.status == InboundMessage.Status.PENDING
-    assert OrmQ.objects.count() == 1  # the task, queued once the message was committed
+    [task] = OrmQ.objects.all()  # the worker woken once the message was committed
+    assert task.func() == "conversations.tasks.inbound_route_pending"
 
     assert inbound_route(inbound_pk=inbound.pk).status == InboundMessage.Status.ROUTED
     assert inbound_route(inbound_pk=inbound.pk) is None  # a second worker finds nothing to do

@@ -219,29 +219,31 @@ class Content:
 
 
 def extract_content(raw: bytes) -> Content:
-    """The text and HTML bodies, best effort, for search and the portal: the message itself
-    travels as its raw bytes, so a part we cannot decode here costs only this copy."""
+    """The first text/plain and text/html bodies that are not attachments, best effort, for
+    search and the portal: the message itself travels as its raw bytes, so a part we cannot
+    decode here costs only this copy."""
     content = Content()
     try:
-        message = email.message_from_bytes(raw, policy=email.policy.default)
-        for subtype in ("plain", "html"):
-            part = message.get_body(preferencelist=(subtype,))
-            if part is None:
+        message = email.message_from_bytes(raw, policy=email.policy.compat32)
+        for part in message.walk():
+            subtype = {"text/plain": "text", "text/html": "html"}.get(part.get_content_type())
+            if subtype is None or getattr(content, subtype):
                 continue
-            value = _part_text(part, content)
-            if subtype == "plain":
-                content.text = value
-            else:
-                content.html = value
+            if part.get_content_disposition() == "attachment":
+                continue
+            setattr(content, subtype, _part_text(part, content))
+            if content.text and content.html:
+                break
     except Exception as exc:  # noqa: BLE001 - a broken message must never stop routing
         content.problems.append(f"content not readable: {type(exc).__name__}: {exc}")
     return content
 
 
 def _part_text(part, content: Content) -> str:
+    payload = part.get_payload(decode=True) or b""
+    charset = part.get_content_charset() or "utf-8"
     try:
-        return part.get_content()
-    except (LookupError, UnicodeError, ValueError, AssertionError, KeyError) as exc:
-        content.problems.append(f"{part.get_content_type()} part not decodable: {exc}")
-        payload = part.get_payload(decode=True) or b""
+        return payload.decode(charset)
+    except (LookupError, UnicodeDecodeError) as exc:
+        content.problems.append(f"{part.get_content_type()} part not decodable as {charset}: {exc}")
         return payload.decode("utf-8", "replace")

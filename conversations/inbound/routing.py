@@ -2,9 +2,9 @@
 link's destination contact, relay proxy mail to the other party of the conversation, or hand a
 bounce to bounce processing.
 
-The whole routing of one message is one transaction that starts by claiming the message
-(pending -> routed, a conditional UPDATE): two workers never route it twice, and a worker that
-dies half-way leaves it pending for the sweep, with none of its Messages half-made.
+The whole routing of one message is one transaction holding the message's row: two workers
+never route it twice, and a worker that dies half-way leaves it pending for the next one, with
+none of its Messages half-made.
 """
 
 from __future__ import annotations
@@ -37,9 +37,8 @@ from tracking.services.messages import message_accept, message_refuse
 log = logging.getLogger(__name__)
 
 THREAD_HEADERS = ("Message-ID", "In-Reply-To", "References")
-# Pending messages are looked up this many at a time, oldest first; one task routes at most
-# ROUTE_LIMIT before it ends (the next wakeup or the sweep carries on).
-ROUTE_BATCH = 100
+# One task routes at most this many messages before it ends (the next wakeup or the sweep
+# carries on), so a flood does not hold a worker for ever.
 ROUTE_LIMIT = 5000
 
 
@@ -69,42 +68,47 @@ class Routing:
 
 
 def inbound_route_pending(*, limit: int = ROUTE_LIMIT) -> int:
-    """Route pending messages, oldest first, until none is left; how many were looked at.
-    Several workers may do this at once: each message is claimed by one of them."""
+    """Route pending messages, oldest first, until none is left (or `limit`); how many were
+    routed. Several workers may do this at once: each message is taken by one of them."""
     done = 0
-    while done < limit:
-        pending = InboundMessage.objects.filter(status=InboundMessage.Status.PENDING)
-        pks = list(pending.order_by("received_at", "pk").values_list("pk", flat=True)[:ROUTE_BATCH])
-        if not pks:
-            break
-        for pk in pks:
-            inbound_route(inbound_pk=pk)
-        done += len(pks)
+    while done < limit and inbound_route() is not None:
+        done += 1
     return done
 
 
-def inbound_route(*, inbound_pk: int) -> InboundMessage | None:
-    """Route one pending inbound message; None when it is not pending (already routed)."""
+def inbound_route(*, inbound_pk: int | None = None) -> InboundMessage | None:
+    """Route one pending message, the given one or else the oldest that no other worker
+    holds; None when there is none (already routed, or nothing pending).
+
+    The message row stays locked (SKIP LOCKED for the others) until its Messages and its
+    status commit together, so a message is routed once, and a worker that dies half-way
+    leaves it pending, with nothing half-made."""
+    pending = InboundMessage.objects.filter(status=InboundMessage.Status.PENDING)
+    if inbound_pk is not None:
+        pending = pending.filter(pk=inbound_pk)
+    claimed: int | None = None
     try:
         with transaction.atomic():
-            claimed = InboundMessage.objects.filter(
-                pk=inbound_pk, status=InboundMessage.Status.PENDING
-            ).update(status=InboundMessage.Status.ROUTED)
-            if not claimed:
+            inbound = (
+                pending.select_for_update(skip_locked=True).order_by("received_at", "pk").first()
+            )
+            if inbound is None:
                 return None
-            inbound = InboundMessage.objects.get(pk=inbound_pk)
+            claimed = inbound.pk
             routing = Routing(inbound=inbound, parsed=ParsedMessage.parse(bytes(inbound.raw)))
             for address in inbound.rcpt_to:
                 _route_recipient(routing, address)
             _record(routing)
             return inbound
     except Exception as exc:
+        if claimed is None:
+            raise
         # Rolled back, so the message is pending again: record why it could not be routed.
-        log.exception("routing inbound message %s failed", inbound_pk)
-        InboundMessage.objects.filter(pk=inbound_pk, status=InboundMessage.Status.PENDING).update(
+        log.exception("routing inbound message %s failed", claimed)
+        InboundMessage.objects.filter(pk=claimed, status=InboundMessage.Status.PENDING).update(
             status=InboundMessage.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:10000]
         )
-        return InboundMessage.objects.filter(pk=inbound_pk).first()
+        return InboundMessage.objects.get(pk=claimed)
 
 
 def _record(routing: Routing) -> None:

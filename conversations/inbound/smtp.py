@@ -32,15 +32,20 @@ log = logging.getLogger("conversations.smtpd")
 DB_THREADS = 8
 
 
-# SQLite takes one writer at a time whatever we do; taking turns here rather than in its busy
-# timeout also keeps an in-memory (shared-cache) database, which has no busy timeout, usable.
-_SQLITE_TURN = threading.Lock()
+# An in-memory SQLite database (the test suite's) is shared between threads with table locks
+# and no busy timeout: its users must take turns.
+_MEMORY_DB_TURN = threading.Lock()
+
+
+def _turn():
+    in_memory = connection.vendor == "sqlite" and connection.is_in_memory_db()
+    return _MEMORY_DB_TURN if in_memory else nullcontext()
 
 
 @contextmanager
 def _db_job():
     # Like a request: drop a connection that is broken or past CONN_MAX_AGE, before and after.
-    with _SQLITE_TURN if connection.vendor == "sqlite" else nullcontext():
+    with _turn():
         close_old_connections()
         try:
             yield
@@ -90,6 +95,13 @@ class RoutingWakeup:
             self.in_flight = False
         if self.dirty:
             self.follow_up = asyncio.ensure_future(self.request())
+
+    async def settle(self) -> None:
+        """Let a follow-up enqueue finish (at shutdown)."""
+        for _ in range(10):  # each follow-up may have started one more
+            if self.follow_up is None or self.follow_up.done():
+                return
+            await asyncio.wait([self.follow_up], timeout=5)
 
 
 class InboundHandler:
@@ -172,4 +184,5 @@ async def serve(host: str, port: int, *, ready=None, stop: asyncio.Event | None 
     finally:
         server.close()
         await server.wait_closed()
+        await handler.wakeup.settle()
         executor.shutdown(wait=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from conversations.models import Conversation, ProxyDomain
-from tracking.models import Account, AliasDomain, Link
+from tracking.models import Account, AliasDomain, Link, Message
+from tracking.services.messages import message_accept
 
 # The spec's example proxy address is "hn7m890cfqt234@example.com": 14 lower-case letters and
 # digits, about 72 bits of randomness, so an address cannot be guessed from another one.
@@ -115,3 +117,43 @@ def conversation_open(
         except IntegrityError:
             continue
     raise RuntimeError(f"no free proxy address on {domain.domain} after {PROXY_ADDRESS_TRIES}")
+
+
+@transaction.atomic
+def conversation_send(
+    *,
+    account: Account,
+    link: Link,
+    proxy_domain: str,
+    sender_address: str,
+    sender_name: str,
+    recipient_address: str,
+    recipient_name: str,
+    proxy_name: str = "",
+    **message_fields: Any,
+) -> tuple[Conversation, Message]:
+    """Open a conversation (party A the sender, party B the recipient) and accept its first
+    message, which goes out From "proxy_name or sender_name <proxy address>"."""
+    conversation = conversation_open(
+        account=account,
+        link=link,
+        proxy_domain=proxy_domain,
+        party_a_address=sender_address,
+        party_a_name=sender_name,
+        party_b_address=recipient_address,
+        party_b_name=recipient_name,
+        proxy_name=proxy_name,
+    )
+    message = message_accept(
+        account=account,
+        link=link,
+        sender_address=sender_address,
+        sender_name=sender_name,
+        recipient_address=recipient_address,
+        recipient_name=recipient_name,
+        proxy_name=proxy_name,
+        conversation_id=conversation.conversation_id,
+        proxy_address=conversation.proxy_address,
+        **message_fields,
+    )
+    return conversation, message

@@ -14,8 +14,8 @@ from conversations.api.serializers import (
     ProxyAddressSerializer,
     SendEmailSerializer,
 )
-from conversations.services import conversation_open, own_domains
-from tracking.api.email_views import SENT_RESPONSE
+from conversations.services import conversation_open, conversation_send, own_domains
+from tracking.api import email_views
 from tracking.api.exceptions import error_list
 from tracking.services.messages import message_accept
 
@@ -73,45 +73,33 @@ class ProxyAddressView(APIView):
         return entries
 
 
-class SendEmailView(APIView):
+class SendEmailView(email_views.SendEmailView):
     """`POST /rest/v1/email`: the one route for sending. With a `proxy_domain`, the message
     opens a conversation (party A the sender, party B the recipient) and goes out From
     "proxy_name or sender_name <proxy address>"; the answer adds `conversation_id` and
     `proxy_address`."""
 
+    serializer_class = SendEmailSerializer
+
     @extend_schema(
         request=SendEmailSerializer,
         responses={
-            201: SENT_RESPONSE,
+            201: email_views.SENT_RESPONSE,
             400: OpenApiResponse(description='{"errors": [...]}'),
         },
     )
     def post(self, request):
-        serializer = SendEmailSerializer(data=request.data, context={"request": request})
+        serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         proxy_domain = data.pop("proxy_domain", "")
         account = request.user.account
         if not proxy_domain:
             message = message_accept(account=account, **data)
-            return Response({"message_id": str(message.message_id)}, status=201)
-        with transaction.atomic():
-            conversation = conversation_open(
-                account=account,
-                link=data["link"],
-                proxy_domain=proxy_domain,
-                party_a_address=data["sender_address"],
-                party_a_name=data["sender_name"],
-                party_b_address=data["recipient_address"],
-                party_b_name=data["recipient_name"],
-                proxy_name=data["proxy_name"],
-            )
-            message = message_accept(
-                account=account,
-                **data,
-                conversation_id=conversation.conversation_id,
-                proxy_address=conversation.proxy_address,
-            )
+            return Response({"message_id": str(message.message_id)}, status.HTTP_201_CREATED)
+        conversation, message = conversation_send(
+            account=account, proxy_domain=proxy_domain, **data
+        )
         body = {
             "message_id": str(message.message_id),
             "conversation_id": str(conversation.conversation_id),

@@ -183,3 +183,13 @@ def test_conversation_open_draws_again_on_a_collision(alice, alice_link, monkeyp
         party_b_address="b@example.net",
     )
     assert conversation.proxy_address == "fresh000000000@example.com"
+
+
+def test_each_entry_costs_a_fixed_number_of_queries(
+    alice, alice_link, shared_domain, django_assert_max_num_queries
+):
+    # Per entry: the link and the domain checked, then the domain read and the insert in its
+    # savepoint; besides, authentication, the own-domains check and the transaction.
+    with django_assert_max_num_queries(6 + 6 * 10):
+        response = alice.client.post(URL, [entry()] * 10, format="json")
+    assert response.status_code == 201

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 from datetime import timedelta
 
 import pytest
@@ -343,3 +344,12 @@ def test_a_routing_failure_is_recorded_and_leaves_no_half_made_messages(
     assert inbound.status == InboundMessage.Status.FAILED
     assert inbound.error == "RuntimeError: relay exploded"
     assert not Message.objects.exists()
+
+
+def test_setup_schedules_declares_the_inbound_sweep(transactional_db):
+    from django.core.management import call_command
+    from django_q.models import Schedule
+
+    call_command("setup_schedules", stdout=open(os.devnull, "w"))  # noqa: SIM115
+    sweep = Schedule.objects.get(name="iovox:inbound-sweep")
+    assert (sweep.func, sweep.minutes) == ("conversations.tasks.inbound_sweep", 1)

@@ -148,7 +148,8 @@ def _route_recipient(routing: Routing, address: str) -> None:
 
 
 def _thread_headers(parsed: ParsedMessage) -> dict[str, str]:
-    return {name: parsed.header_text(name) for name in THREAD_HEADERS if parsed.header_text(name)}
+    values = {name: _one_line(parsed.header_text(name)) for name in THREAD_HEADERS}
+    return {name: value for name, value in values.items() if value}
 
 
 def _one_line(value: str) -> str:
@@ -224,6 +225,10 @@ def _relay(routing: Routing, address: str) -> None:
     if parsed.auto_submitted:
         routing.refuse(address, "an automatic message (Auto-Submitted) is not relayed")
         return
+    if not routing.inbound.mail_from:
+        # RFC 3834: automatic replies come with a null envelope sender, marked or not.
+        routing.refuse(address, "a message with a null envelope sender is not relayed")
+        return
     side = _party_of(conversation, parsed, routing.inbound.mail_from)
     if side is None:
         sender = parsed.from_address or routing.inbound.mail_from or "an unknown sender"
@@ -233,12 +238,12 @@ def _relay(routing: Routing, address: str) -> None:
         return
     if side == "a":
         shown_name = conversation.proxy_name or conversation.party_a_name or parsed.from_name
+        sender_address, sender_name = conversation.party_a_address, conversation.party_a_name
         to_name, to_address = conversation.party_b_name, conversation.party_b_address
-        sender_name = conversation.party_a_name or parsed.from_name
     else:
         shown_name = conversation.party_b_name or parsed.from_name
+        sender_address, sender_name = conversation.party_b_address, conversation.party_b_name
         to_name, to_address = conversation.party_a_name, conversation.party_a_address
-        sender_name = conversation.party_b_name or parsed.from_name
     shown_name = _one_line(shown_name)
     relayed = rewrite_headers(
         parsed.raw,
@@ -252,8 +257,8 @@ def _relay(routing: Routing, address: str) -> None:
     message = message_accept(
         account=conversation.link.account,
         link=conversation.link,
-        sender_address=parsed.from_address or routing.inbound.mail_from,
-        sender_name=_one_line(sender_name),
+        sender_address=sender_address,
+        sender_name=_one_line(sender_name or parsed.from_name),
         recipient_address=to_address,
         recipient_name=_one_line(to_name),
         subject=_one_line(parsed.subject)[:998],

@@ -131,7 +131,8 @@ class InboundHandler:
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
         details = Envelope(
-            mail_from=envelope.mail_from or "",
+            # aiosmtpd gives the null reverse-path of bounces and auto-replies as "<>".
+            mail_from="" if envelope.mail_from in (None, "<>") else envelope.mail_from,
             helo=session.host_name or "",
             peer=_peer(session.peer),
         )

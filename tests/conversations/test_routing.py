@@ -353,3 +353,23 @@ def test_setup_schedules_declares_the_inbound_sweep(transactional_db):
     call_command("setup_schedules", stdout=open(os.devnull, "w"))  # noqa: SIM115
     sweep = Schedule.objects.get(name="iovox:inbound-sweep")
     assert (sweep.func, sweep.minutes) == ("conversations.tasks.inbound_sweep", 1)
+
+
+def test_a_null_envelope_sender_is_not_relayed(live, conversation, mail_servers):
+    proxy = conversation.proxy_address
+    live.send(eml("gmail_reply.eml", sender=PARTY_B, to=proxy), mail_from="", to=proxy)
+    inbound = InboundMessage.objects.get()
+    assert inbound.status == InboundMessage.Status.REFUSED
+    assert "null envelope sender" in inbound.error
+    assert mail_servers.mx.received == []
+
+
+def test_a_party_known_by_the_envelope_sender_is_relayed_and_recorded_by_its_address(
+    live, conversation, mail_servers
+):
+    proxy = conversation.proxy_address
+    raw = eml("gmail_reply.eml", sender="billy.alias@mail.example.org", to=proxy)
+    live.send(raw, mail_from=PARTY_B.upper(), to=proxy)
+    message = Message.objects.get()
+    assert message.sender_address == PARTY_B
+    assert mail_servers.mx.received[0].rcpt_tos == [PARTY_A]

@@ -102,6 +102,7 @@ def test_malformed_mime_is_stored_and_accepted(inbound_server, addresses):
     inbound = InboundMessage.objects.get()
     assert bytes(inbound.raw).endswith(raw)
     assert inbound.status == InboundMessage.Status.PENDING
+    assert inbound.mail_from == ""  # the null reverse-path, MAIL FROM:<>
 
 
 def test_message_carrying_our_loop_header_is_refused_and_recorded(inbound_server, addresses):

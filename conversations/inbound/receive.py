@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 
+from django.db import transaction
 from django_q.tasks import async_task
 
 from conversations.inbound.mime import Envelope, ParsedMessage, received_header
@@ -38,3 +39,14 @@ def inbound_receive(*, envelope: Envelope, recipients: list[str], raw: bytes) ->
         status=InboundMessage.Status.REFUSED if loop else InboundMessage.Status.PENDING,
         error=loop,
     )
+
+
+def inbound_route_again(*, inbound_pks: list[int]) -> int:
+    """Put failed messages back to `pending` (after a fix, say) and wake the worker; how
+    many were put back. Routed and refused messages stay as they are."""
+    count = InboundMessage.objects.filter(
+        pk__in=inbound_pks, status=InboundMessage.Status.FAILED
+    ).update(status=InboundMessage.Status.PENDING, error="")
+    if count:
+        transaction.on_commit(inbound_enqueue_routing)
+    return count

@@ -30,6 +30,9 @@ log = logging.getLogger("conversations.smtpd")
 
 # Threads that talk to the database for the event loop; each keeps its own connection.
 DB_THREADS = 8
+# RFC 5321 section 4.5.3.1.8: at least 100 recipients must be accepted; more get a 452, and
+# the client sends the rest in another transaction.
+MAX_RECIPIENTS = 100
 
 
 # An in-memory SQLite database (the test suite's) is shared between threads with table locks
@@ -115,6 +118,8 @@ class InboundHandler:
         return await asyncio.get_running_loop().run_in_executor(self.executor, func, *args)
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope, address, options):
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return "452 4.5.3 Too many recipients"
         try:
             recipient = await self._run(_resolve, address)
         except Exception:

@@ -156,3 +156,15 @@ def test_concurrent_connections_are_all_served(inbound_server, addresses):
         results = list(pool.map(deliver, range(24)))
     assert results == [{}] * 24
     assert InboundMessage.objects.count() == 24
+
+
+def test_recipients_beyond_one_hundred_get_a_452(inbound_server, transactional_db, monkeypatch):
+    monkeypatch.setattr("conversations.inbound.smtp.MAX_RECIPIENTS", 2)
+    link = LinkFactory(email_address="a1@iovox.email")
+    LinkFactory(node=link.node, email_address="a2@iovox.email")
+    LinkFactory(node=link.node, email_address="a3@iovox.email")
+    with inbound_server.client() as smtp:
+        smtp.ehlo("client.example")
+        smtp.mail("a@b.example")
+        codes = [smtp.rcpt(f"a{n}@iovox.email")[0] for n in (1, 1, 2, 3)]
+    assert codes == [250, 250, 250, 452]  # a repeated recipient counts once

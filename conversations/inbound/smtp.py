@@ -96,8 +96,14 @@ class RoutingWakeup:
             await self.run(_enqueue_routing)
         finally:
             self.in_flight = False
-        if self.dirty:
-            self.follow_up = asyncio.ensure_future(self.request())
+            if self.dirty:
+                self.follow_up = asyncio.ensure_future(self._follow_up())
+
+    async def _follow_up(self) -> None:
+        try:
+            await self.request()
+        except Exception:  # the messages are safe; the sweep routes them within minutes
+            log.exception("could not wake the worker")
 
     async def settle(self) -> None:
         """Let a follow-up enqueue finish (at shutdown)."""

@@ -10,6 +10,7 @@ from django_q.tasks import async_task
 
 from conversations.inbound.mime import Envelope, ParsedMessage, received_header
 from conversations.models import InboundMessage
+from tracking.delivery.durability import relax_commit_durability
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,9 @@ def inbound_enqueue_routing() -> None:
     """Wake the worker: one task routes every message pending when it runs. A lost task is
     not a lost message: the sweep re-finds every message still pending after a minute."""
     try:
-        async_task("conversations.tasks.inbound_route_pending", task_name="inbound routing")
+        with transaction.atomic():
+            relax_commit_durability()  # a task row lost in a crash costs only a delay
+            async_task("conversations.tasks.inbound_route_pending", task_name="inbound routing")
     except Exception:  # noqa: BLE001 - the rows are committed; the sweep will route them
         log.exception("could not enqueue inbound routing")
 

@@ -30,6 +30,7 @@ from conversations.inbound.mime import (
 from conversations.inbound.recipients import RouteKind, recipient_resolve
 from conversations.models import Conversation, InboundMessage
 from conversations.services import address_domain, is_own_domain
+from tracking.delivery.durability import relax_commit_durability
 from tracking.models import Direction, Disposition, Link, Message
 from tracking.services.bounces import bounce_process
 from tracking.services.messages import message_accept, message_refuse
@@ -95,6 +96,9 @@ def inbound_route(*, inbound_pk: int | None = None) -> InboundMessage | None:
             if inbound is None:
                 return None
             claimed = inbound.pk
+            # Lost in a database crash, this commit leaves the message pending, to be routed
+            # again: at worst a duplicate with the same Message-ID, mail's at-least-once.
+            relax_commit_durability()
             routing = Routing(inbound=inbound, parsed=ParsedMessage.parse(bytes(inbound.raw)))
             for address in inbound.rcpt_to:
                 _route_recipient(routing, address)

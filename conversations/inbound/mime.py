@@ -15,7 +15,6 @@ import email.utils
 import re
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
-from email.message import EmailMessage
 
 from django.conf import settings
 from django.utils import timezone
@@ -87,12 +86,22 @@ class Envelope:
     peer: str = ""
 
 
+def decode_raw_header(value: bytes) -> str:
+    """A header value's bytes as text: UTF-8 (RFC 6532 allows it, and most 8-bit headers are
+    UTF-8), else Windows-1252 (what the rest are), folding undone."""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        text = value.decode("cp1252", "replace")
+    return " ".join(text.split())
+
+
 @dataclass
 class ParsedMessage:
     """The parts of a received message the router needs, read without ever raising."""
 
     raw: bytes
-    headers: EmailMessage
+    headers: dict[str, list[str]]  # lower-case name -> values (undecoded RFC 2047), in order
     from_address: str = ""
     from_name: str = ""
     subject: str = ""
@@ -102,40 +111,40 @@ class ParsedMessage:
     @classmethod
     def parse(cls, raw: bytes) -> ParsedMessage:
         header_block, _ = split_message(raw)
-        headers = email.message_from_bytes(header_block + b"\r\n", policy=email.policy.compat32)
+        headers: dict[str, list[str]] = {}
+        for name, line in header_fields(header_block):
+            _, colon, value = line.partition(b":")
+            if colon:
+                headers.setdefault(name, []).append(decode_raw_header(value))
         parsed = cls(raw=raw, headers=headers)
         parsed.from_name, parsed.from_address = parsed._address("from")
         parsed.subject = parsed.header_text("subject")
-        parsed.message_id = parsed.header_text("message-id").strip()
+        parsed.message_id = parsed.header_text("message-id")
         return parsed
 
+    def header(self, name: str) -> str | None:
+        """The first value of a header, as it stands (RFC 2047 words not decoded)."""
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
     def header_text(self, name: str) -> str:
-        """A header decoded from RFC 2047 (or raw UTF-8), "" when absent or unreadable."""
-        value = self.headers.get(name)
-        if value is None:
-            return ""
-        try:
-            return str(make_header(decode_header(str(value)))).strip()
-        except (ValueError, LookupError, UnicodeError) as exc:
-            self.problems.append(f"{name} header is not readable: {exc}")
-            return re.sub(r"\s+", " ", str(value)).strip()
+        """A header with its RFC 2047 encoded words decoded; "" when absent."""
+        value = self.header(name)
+        return _decode_words(value, self.problems, name) if value else ""
 
     def header_count(self, name: str) -> int:
-        return len(self.headers.get_all(name) or [])
+        return len(self.headers.get(name.lower(), []))
 
     def _address(self, name: str) -> tuple[str, str]:
-        value = self.headers.get(name)
+        value = self.header(name)
         if value is None:
             return "", ""
-        display, address = email.utils.parseaddr(str(value))
+        display, address = email.utils.parseaddr(value)
         if "@" not in address:
-            self.problems.append(f"{name} header has no address: {str(value)[:200]!r}")
+            self.problems.append(f"{name} header has no address: {value[:200]!r}")
             return "", ""
-        try:
-            display = str(make_header(decode_header(display))) if display else ""
-        except (ValueError, LookupError, UnicodeError):
-            pass
-        return display.strip(), address.strip()
+        display = _decode_words(display, self.problems, name) if display else ""
+        return display, address.strip()
 
     @property
     def auto_submitted(self) -> bool:
@@ -145,7 +154,7 @@ class ParsedMessage:
             return True
         precedence = self.header_text("precedence").lower()
         return precedence in {"auto_reply", "bulk", "junk", "list"} or bool(
-            self.headers.get("x-autoreply") or self.headers.get("x-autorespond")
+            self.header("x-autoreply") or self.header("x-autorespond")
         )
 
     @property
@@ -156,12 +165,26 @@ class ParsedMessage:
 
     def loop_reason(self) -> str:
         """Why this message must not be passed on again, or "" when it may be."""
-        if self.headers.get(LOOP_HEADER) is not None:
+        if self.header(LOOP_HEADER) is not None:
             return f"mail loop: the message already carries our {LOOP_HEADER} header"
         hops = self.header_count("received")
         if hops > MAX_HOPS:
             return f"mail loop: {hops} Received headers, more than the limit of {MAX_HOPS}"
         return ""
+
+
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+
+
+def _decode_words(value: str, problems: list[str], name: str) -> str:
+    """RFC 2047 encoded words decoded, in a header that may also hold raw UTF-8 text."""
+    try:
+        if value.isascii():
+            return " ".join(str(make_header(decode_header(value))).split())
+        return _ENCODED_WORD.sub(lambda m: str(make_header(decode_header(m.group()))), value)
+    except (ValueError, LookupError, UnicodeError) as exc:
+        problems.append(f"{name} header is not readable: {exc}")
+        return value
 
 
 def received_header(*, envelope: Envelope, recipients: list[str], queue_id: str) -> bytes:

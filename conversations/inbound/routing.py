@@ -166,7 +166,7 @@ def _missing_headers(parsed: ParsedMessage) -> list[tuple[str, str]]:
     added = []
     if not parsed.message_id:
         added.append(("Message-ID", f"<{uuid.uuid4().hex}@{settings.SMTP_HELO_NAME}>"))
-    if not parsed.headers.get("date"):
+    if parsed.header("date") is None:
         added.append(("Date", email.utils.format_datetime(email.utils.localtime())))
     return added
 

@@ -129,3 +129,19 @@ def test_a_message_without_a_blank_line_is_all_headers():
         b"Subject: x\r\nFrom: a@b.example\r\n",
         b"",
     )
+
+
+def test_raw_utf8_and_latin1_headers_are_read_as_text():
+    utf8 = ParsedMessage.parse("From: Jörg Müller <j@x.example>\r\nSubject: Grüße\r\n\r\n".encode())
+    assert (utf8.from_name, utf8.subject) == ("Jörg Müller", "Grüße")
+    latin = ParsedMessage.parse(
+        b"From: J\xf6rg <j@x.example>\r\nSubject: K\xf6ln =?UTF-8?Q?=E2=80=94?=\r\n\r\n"
+    )
+    assert (latin.from_name, latin.subject) == ("Jörg", "Köln —")
+    assert latin.problems == []
+
+
+def test_an_unknown_charset_in_an_encoded_word_is_recorded_not_raised():
+    parsed = ParsedMessage.parse(b"Subject: =?bogus?Q?x?=\r\n\r\n")
+    assert parsed.subject == "=?bogus?Q?x?="
+    assert parsed.problems == ["subject header is not readable: unknown encoding: bogus"]

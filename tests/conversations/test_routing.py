@@ -373,3 +373,12 @@ def test_a_party_known_by_the_envelope_sender_is_relayed_and_recorded_by_its_add
     message = Message.objects.get()
     assert message.sender_address == PARTY_B
     assert mail_servers.mx.received[0].rcpt_tos == [PARTY_A]
+
+
+def test_raw_utf8_headers_are_stored_and_forwarded_unchanged(live, link, mail_servers):
+    raw = "From: Jörg Müller <j@x.example>\r\nTo: {a}\r\nSubject: Grüße aus Köln\r\n\r\nHallo\r\n"
+    raw = raw.format(a=ALIAS).encode()
+    live.send(raw, mail_from="j@x.example", to=ALIAS)
+    message = Message.objects.get()
+    assert (message.sender_name, message.subject) == ("Jörg Müller", "Grüße aus Köln")
+    assert "Subject: Grüße aus Köln".encode() in mail_servers.mx.received[0].data

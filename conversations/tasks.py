@@ -7,6 +7,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from conversations.inbound import routing
+from conversations.inbound.receive import inbound_messages_purge
 from conversations.models import InboundMessage
 
 # A message still pending after this long lost its task (or its worker): route it now.
@@ -24,3 +25,8 @@ def inbound_sweep() -> int:
         status=InboundMessage.Status.PENDING, received_at__lt=timezone.now() - SWEEP_AFTER
     )
     return routing.inbound_route_pending() if stale.exists() else 0
+
+
+def inbound_purge() -> int:
+    """Scheduled: drop raw inbound mail past its retention."""
+    return inbound_messages_purge()

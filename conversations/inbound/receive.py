@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import secrets
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 from django_q.tasks import async_task
 
 from conversations.inbound.mime import Envelope, ParsedMessage, received_header
@@ -53,3 +56,21 @@ def inbound_route_again(*, inbound_pks: list[int]) -> int:
     if count:
         transaction.on_commit(inbound_enqueue_routing)
     return count
+
+
+def inbound_messages_purge(*, batch: int = 1000) -> int:
+    """Delete routed and refused messages older than INBOUND_RETENTION_DAYS, a batch at a
+    time; how many were deleted. Failed ones stay until they are routed again."""
+    cutoff = timezone.now() - timedelta(days=settings.INBOUND_RETENTION_DAYS)
+    old = InboundMessage.objects.filter(
+        status__in=[InboundMessage.Status.ROUTED, InboundMessage.Status.REFUSED],
+        received_at__lt=cutoff,
+    )
+    deleted = 0
+    for _ in range(100):  # bounded: what is left waits for the next run
+        pks = list(old.order_by("received_at").values_list("pk", flat=True)[:batch])
+        if not pks:
+            break
+        InboundMessage.objects.filter(pk__in=pks).delete()
+        deleted += len(pks)
+    return deleted

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+import time_machine
+from django.utils import timezone
 from django_q.models import OrmQ
 
+from conversations import tasks
 from conversations.models import InboundMessage
 from tests.factories import UserFactory
 
@@ -44,3 +49,13 @@ def test_an_inbound_message_page_shows_its_error(staff_client):
     response = staff_client.get(f"/admin/conversations/inboundmessage/{inbound.pk}/change/")
     assert response.status_code == 200
     assert "not a party" in response.content.decode()
+
+
+def test_routed_and_refused_mail_is_purged_after_the_retention(settings):
+    settings.INBOUND_RETENTION_DAYS = 30
+    with time_machine.travel(timezone.now() - timedelta(days=31)):
+        old = {s: InboundMessage.objects.create(raw=b"x", status=s) for s in InboundMessage.Status}
+    fresh = InboundMessage.objects.create(raw=b"x", status="routed")
+    assert tasks.inbound_purge() == 2
+    left = set(InboundMessage.objects.values_list("pk", flat=True))
+    assert left == {old["pending"].pk, old["failed"].pk, fresh.pk}

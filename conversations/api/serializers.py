@@ -1,4 +1,5 @@
-"""Input and output of `POST /rest/v1/email/address/proxy`."""
+"""Input and output of `POST /rest/v1/email/address/proxy`, and the input of `POST /rest/v1/email`
+with proxy domains."""
 
 from __future__ import annotations
 
@@ -34,10 +35,12 @@ def validate_parties(attrs: dict, *, own: set[str]) -> None:
 
 class ProxyAddressSerializer(serializers.Serializer):
     link_id = AccountSlugField(source="link", slug_field="link_id", queryset=Link.objects.all())
-    sender_address = serializers.EmailField(max_length=254)
-    recipient_address = serializers.EmailField(max_length=254)
-    proxy_domain = serializers.CharField(max_length=253)
-    proxy_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    sender_address = tracking_email.AddressField(max_length=254)
+    recipient_address = tracking_email.AddressField(max_length=254)
+    proxy_domain = tracking_email.HeaderCharField(max_length=253)
+    proxy_name = tracking_email.HeaderCharField(
+        max_length=200, required=False, allow_blank=True, default=""
+    )
     proxy_address = serializers.CharField(read_only=True)
     conversation_id = serializers.UUIDField(read_only=True)
 

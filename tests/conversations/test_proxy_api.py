@@ -109,7 +109,7 @@ def test_errors_are_prefixed_by_index_and_nothing_is_created(alice, alice_link, 
     assert response.status_code == 400
     errors = response.json()["errors"]
     assert "[1].link_id does not exist" in errors
-    assert "[1].sender_address: enter a valid email address" in errors
+    assert "[1].sender_address is not a valid email address" in errors
     assert "[2].link_id is required" in errors
     assert "[2].sender_address is required" in errors
     assert "[2].recipient_address is required" in errors
@@ -193,3 +193,11 @@ def test_each_entry_costs_a_fixed_number_of_queries(
     with django_assert_max_num_queries(6 + 6 * 10):
         response = alice.client.post(URL, [entry()] * 10, format="json")
     assert response.status_code == 201
+
+
+def test_line_breaks_never_reach_a_header(alice, alice_link, shared_domain):
+    response = alice.client.post(
+        URL, [entry(proxy_name="Evil\r\nBcc: victim@example.net")], format="json"
+    )
+    assert response.status_code == 400
+    assert response.json() == {"errors": ["[0].proxy_name cannot contain line breaks"]}

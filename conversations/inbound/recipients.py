@@ -21,6 +21,8 @@ class RouteKind(enum.StrEnum):
 class Recipient:
     address: str
     kind: RouteKind
+    link: Link | None = None  # an alias's link, with its destination and account
+    conversation: Conversation | None = None  # a proxy address's, with its link and account
 
 
 def address_normalize(address: str) -> str:
@@ -33,10 +35,12 @@ def recipient_resolve(address: str) -> Recipient | None:
     address = address_normalize(address)
     if "@" not in address:
         return None
-    if Link.objects.filter(email_address=address).exists():
-        return Recipient(address, RouteKind.ALIAS)
-    if Conversation.objects.filter(proxy_address=address).exists():
-        return Recipient(address, RouteKind.PROXY)
+    link = Link.objects.select_related("destination", "account").filter(email_address=address)
+    if link := link.first():
+        return Recipient(address, RouteKind.ALIAS, link=link)
+    conversation = Conversation.objects.select_related("link__account")
+    if conversation := conversation.filter(proxy_address=address).first():
+        return Recipient(address, RouteKind.PROXY, conversation=conversation)
     message_id = verp_message_id(address)
     if message_id is not None and Message.objects.filter(message_id=message_id).exists():
         return Recipient(address, RouteKind.BOUNCE)

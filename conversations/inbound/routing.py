@@ -153,9 +153,9 @@ def _route_recipient(routing: Routing, address: str) -> None:
         # (by a server that answers the From header) is never passed on to a person.
         routing.refuse(address, "a delivery report is not forwarded")
     elif recipient.kind == RouteKind.ALIAS:
-        _forward_alias(routing, recipient.address)
+        _forward_alias(routing, recipient.address, recipient.link)
     else:
-        _relay(routing, recipient.address)
+        _relay(routing, recipient.address, recipient.conversation)
 
 
 def _thread_headers(parsed: ParsedMessage) -> dict[str, str]:
@@ -178,13 +178,12 @@ def _missing_headers(parsed: ParsedMessage) -> list[tuple[str, str]]:
     return added
 
 
-def _forward_alias(routing: Routing, address: str) -> None:
+def _forward_alias(routing: Routing, address: str, link: Link) -> None:
     """Alias mail goes to the link's destination contact as it came: From, To, Subject,
     threading headers, MIME structure and attachments unchanged (and so the sender's DKIM
     signature, which covers none of what we add), our loop header and trace on top, the
     envelope sender our VERP address. Auto-replies are forwarded too: the loop header stops a
     destination that would send them back round."""
-    link = Link.objects.select_related("destination", "account").get(email_address=address)
     parsed = routing.parsed
     contact = link.destination
     forwarded = rewrite_headers(
@@ -226,12 +225,11 @@ def _alias_refusal(contact) -> tuple[str, str] | None:
     return None
 
 
-def _relay(routing: Routing, address: str) -> None:
+def _relay(routing: Routing, address: str, conversation: Conversation) -> None:
     """Proxy mail from one party goes to the other, From rewritten to the proxy address (so
     the reply comes back through us) and every header that names a party's real address
     removed; Subject, Date, Message-ID, In-Reply-To, References and the body are kept, so the
     parties' mail clients thread the conversation."""
-    conversation = Conversation.objects.select_related("link__account").get(proxy_address=address)
     parsed = routing.parsed
     if parsed.auto_submitted:
         routing.refuse(address, "an automatic message (Auto-Submitted) is not relayed")

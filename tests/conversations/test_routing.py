@@ -334,7 +334,7 @@ def test_a_routing_failure_is_recorded_and_leaves_no_half_made_messages(
     )
     calls = []
 
-    def relay_breaks(routing, address):
+    def relay_breaks(routing, address, conversation):
         calls.append(address)
         raise RuntimeError("relay exploded")
 

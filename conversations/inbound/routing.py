@@ -141,6 +141,9 @@ def _route_recipient(routing: Routing, address: str) -> None:
     recipient = recipient_resolve(address)
     if recipient is None:
         routing.refuse(address, "no longer an alias, proxy or bounce address")
+    elif recipient.kind == RouteKind.BOUNCE and _is_auto_reply_not_bounce(routing.parsed):
+        # Out-of-office replies sometimes go to the Return-Path: the message was delivered.
+        routing.refuse(address, "an automatic reply, not a delivery report: nothing to do")
     elif recipient.kind == RouteKind.BOUNCE:
         message = bounce_process(raw=routing.parsed.raw, rcpt_to=recipient.address)
         if message is None:
@@ -156,6 +159,14 @@ def _route_recipient(routing: Routing, address: str) -> None:
         _forward_alias(routing, recipient.address, recipient.link)
     else:
         _relay(routing, recipient.address, recipient.conversation)
+
+
+def _is_auto_reply_not_bounce(parsed: ParsedMessage) -> bool:
+    """Auto-Submitted mail that is neither a DSN (multipart/report) nor from a mail system
+    (the plain-text bounces of older servers come from MAILER-DAEMON or postmaster)."""
+    local = parsed.from_address.rpartition("@")[0].lower()
+    from_mail_system = local in {"mailer-daemon", "postmaster", "mail-daemon", ""}
+    return parsed.auto_submitted and not parsed.is_delivery_report and not from_mail_system
 
 
 def _thread_headers(parsed: ParsedMessage) -> dict[str, str]:

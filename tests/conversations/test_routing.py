@@ -382,3 +382,32 @@ def test_raw_utf8_headers_are_stored_and_forwarded_unchanged(live, link, mail_se
     message = Message.objects.get()
     assert (message.sender_name, message.subject) == ("Jörg Müller", "Grüße aus Köln")
     assert "Subject: Grüße aus Köln".encode() in mail_servers.mx.received[0].data
+
+
+def test_an_out_of_office_reply_to_the_return_path_is_not_a_bounce(
+    live, conversation, mail_servers
+):
+    proxy = conversation.proxy_address
+    live.send(eml("gmail_reply.eml", sender=PARTY_B, to=proxy), mail_from=PARTY_B, to=proxy)
+    relayed = Message.objects.get()
+    bounce_to = verp_address(relayed)
+    live.send(eml("auto_reply.eml", sender=PARTY_A, to=bounce_to), mail_from="", to=bounce_to)
+    relayed.refresh_from_db()
+    assert relayed.disposition == Disposition.SENT
+    inbound = InboundMessage.objects.order_by("pk").last()
+    assert inbound.status == InboundMessage.Status.REFUSED
+    assert "not a delivery report" in inbound.error
+
+
+def test_a_plain_text_bounce_of_an_older_server_marks_the_forwarded_message(
+    live, link, mail_servers
+):
+    live.send(eml("auto_reply.eml", sender=CUSTOMER, to=ALIAS), mail_from="", to=ALIAS)
+    forwarded = Message.objects.get()
+    bounce_to = verp_address(forwarded)
+    raw = eml("plain_bounce.eml").replace(b"{{VERP}}", bounce_to.encode())
+    raw = raw.replace(b"{{RECIPIENT}}", b"sales@example.net")
+    live.send(raw, mail_from="", to=bounce_to)
+    forwarded.refresh_from_db()
+    assert forwarded.disposition == Disposition.RECEIVED_BOUNCED
+    assert "552" in forwarded.status_detail

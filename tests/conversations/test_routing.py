@@ -411,3 +411,25 @@ def test_a_plain_text_bounce_of_an_older_server_marks_the_forwarded_message(
     forwarded.refresh_from_db()
     assert forwarded.disposition == Disposition.RECEIVED_BOUNCED
     assert "552" in forwarded.status_detail
+
+
+def test_one_failing_message_does_not_hold_back_the_others(
+    inbound_server, link, conversation, monkeypatch
+):
+    from conversations.inbound.routing import inbound_route_pending
+
+    proxy = conversation.proxy_address
+    inbound_server.send(eml("auto_reply.eml", sender=CUSTOMER, to=ALIAS), mail_from="", to=ALIAS)
+    inbound_server.send(
+        eml("gmail_reply.eml", sender=PARTY_B, to=proxy), mail_from=PARTY_B, to=proxy
+    )
+    inbound_server.send(eml("auto_reply.eml", sender=CUSTOMER, to=ALIAS), mail_from="", to=ALIAS)
+
+    def relay_breaks(routing, address, conversation):
+        raise RuntimeError("relay exploded")
+
+    monkeypatch.setattr("conversations.inbound.routing._relay", relay_breaks)
+    assert inbound_route_pending() == 3
+    statuses = list(InboundMessage.objects.order_by("pk").values_list("status", flat=True))
+    assert statuses == ["routed", "failed", "routed"]
+    assert Message.objects.count() == 2

@@ -152,6 +152,9 @@ DELIVERY_BATCH_SIZE = env.int("DELIVERY_BATCH_SIZE", default=50)
 MAX_MESSAGE_SIZE = env.int("MAX_MESSAGE_SIZE", default=25 * 1024 * 1024)
 # A JSON body carries attachments in base64 (4/3 of their size) plus the rest of the message.
 MAX_REQUEST_SIZE = MAX_MESSAGE_SIZE * 4 // 3 + 1024 * 1024
+# Days a received message's raw bytes are kept once routed or refused (the Messages made from
+# it keep their own copy); failed ones are kept until someone routes them again.
+INBOUND_RETENTION_DAYS = env.int("INBOUND_RETENTION_DAYS", default=30)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_SIZE
 
 # --- REST API -------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ router.register("nodes", directory_views.NodeViewSet, basename="node")
 router.register("links", directory_views.LinkViewSet, basename="link")
 router.register("contacts", directory_views.ContactViewSet, basename="contact")
 
+# POST /rest/v1/email is routed by the conversations app, whose view (a SendEmailView that
+# also accepts proxy domains) is the one route for sending.
 urlpatterns = [
-    path("email", email_views.SendEmailView.as_view(), name="email-send"),
     path("email/search", search_views.EmailSearchView.as_view(), name="email-search"),
     # A UUID only, so /email/search and /email/address/proxy stay free for their own views.
     re_path(

@@ -27,6 +27,9 @@ def mime_add_tracking(raw: bytes, *, message_id: uuid.UUID | str) -> bytes:
     message = message_from_bytes(raw, policy=compat32)
     if not _track_parts(message, message_id=message_id):
         return raw
+    # The sender's DKIM signature covered the body we just changed: it can only fail now, and
+    # a failing signature hurts more with some receivers than none at all (RFC 6376 6.1).
+    del message["DKIM-Signature"]
     return message.as_bytes(policy=_WIRE)
 
 

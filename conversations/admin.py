@@ -1,5 +1,6 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
+from conversations.inbound.receive import inbound_route_again
 from conversations.models import Conversation, InboundMessage, ProxyDomain
 
 
@@ -35,6 +36,12 @@ class InboundMessageAdmin(admin.ModelAdmin):
     search_fields = ["mail_from", "error"]
     exclude = ["raw", "messages"]
     readonly_fields = ["received_at", "peer", "mail_from", "rcpt_to", "status", "error"]
+    actions = ["route_again"]
 
     def has_add_permission(self, request):
         return False
+
+    @admin.action(description="Route the selected failed messages again")
+    def route_again(self, request, queryset):
+        count = inbound_route_again(inbound_pks=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"{count} message(s) queued for routing.", messages.SUCCESS)

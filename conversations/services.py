@@ -2,8 +2,29 @@
 
 from __future__ import annotations
 
-from conversations.models import ProxyDomain
-from tracking.models import Account
+import secrets
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from conversations.models import Conversation, ProxyDomain
+from tracking.models import Account, AliasDomain, Link, Message
+from tracking.services.messages import message_accept
+
+# The spec's example proxy address is "hn7m890cfqt234@example.com": 14 lower-case letters and
+# digits, about 72 bits of randomness, so an address cannot be guessed from another one.
+PROXY_LOCAL_PART_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+PROXY_LOCAL_PART_LENGTH = 14
+PROXY_ADDRESS_TRIES = 10
+
+
+class ProxyDomainNotUsable(ValueError):
+    """The account may not generate addresses on this domain (unknown, or another's)."""
+
+    def __init__(self, domain: str):
+        super().__init__("proxy_domain is not configured for your account")
+        self.domain = domain
 
 
 def proxy_domain_add(*, domain: str, account: Account | None = None) -> tuple[ProxyDomain, bool]:
@@ -16,3 +37,123 @@ def proxy_domain_add(*, domain: str, account: Account | None = None) -> tuple[Pr
         proxy_domain.account = account
         proxy_domain.save(update_fields=["account"])
     return proxy_domain, created
+
+
+def proxy_domain_for_account(*, account: Account, domain: str) -> ProxyDomain:
+    """The proxy domain named `domain` if the account may use it (shared, or private to it)."""
+    proxy_domain = ProxyDomain.usable_by(account).filter(domain=domain.strip().lower()).first()
+    if proxy_domain is None:
+        raise ProxyDomainNotUsable(domain)
+    return proxy_domain
+
+
+def proxy_local_part_generate() -> str:
+    return "".join(
+        secrets.choice(PROXY_LOCAL_PART_ALPHABET) for _ in range(PROXY_LOCAL_PART_LENGTH)
+    )
+
+
+def own_domains() -> set[str]:
+    """Every domain whose mail comes back to our own inbound server: alias, bounce and proxy
+    domains. Forwarding or relaying to one of them would be a loop."""
+    configured = (
+        AliasDomain.objects.order_by()
+        .values_list("domain")
+        .union(ProxyDomain.objects.order_by().values_list("domain"))
+    )
+    return {settings.ALIAS_DOMAIN, settings.BOUNCE_DOMAIN} | {d for (d,) in configured}
+
+
+def is_own_domain(domain: str) -> bool:
+    domain = domain.strip().lower()
+    if domain in {settings.ALIAS_DOMAIN, settings.BOUNCE_DOMAIN}:
+        return True
+    return (
+        AliasDomain.objects.filter(domain=domain)
+        .order_by()
+        .values_list("domain")
+        .union(ProxyDomain.objects.filter(domain=domain).order_by().values_list("domain"))
+        .exists()
+    )
+
+
+def address_domain(address: str) -> str:
+    return address.rpartition("@")[2].strip().lower()
+
+
+def conversation_open(
+    *,
+    account: Account,
+    link: Link,
+    proxy_domain: str,
+    party_a_address: str,
+    party_a_name: str = "",
+    party_b_address: str,
+    party_b_name: str = "",
+    proxy_name: str = "",
+) -> Conversation:
+    """Open a conversation between party A (who asked for it) and party B through a new proxy
+    address with a random local part on `proxy_domain`, which the account must be allowed to
+    use. A collision with an existing address (astronomically rare) draws a new one."""
+    if link.account_id != account.pk:
+        raise ValueError("the link belongs to another account")
+    domain = proxy_domain_for_account(account=account, domain=proxy_domain)
+    for _ in range(PROXY_ADDRESS_TRIES):
+        address = f"{proxy_local_part_generate()}@{domain.domain}"
+        try:
+            # A savepoint, so a collision does not spoil a surrounding transaction.
+            with transaction.atomic():
+                return Conversation.objects.create(
+                    account=account,
+                    link=link,
+                    proxy_domain=domain,
+                    proxy_address=address,
+                    proxy_name=proxy_name,
+                    party_a_address=party_a_address.strip(),
+                    party_a_name=party_a_name,
+                    party_b_address=party_b_address.strip(),
+                    party_b_name=party_b_name,
+                )
+        except IntegrityError:
+            continue
+    raise RuntimeError(f"no free proxy address on {domain.domain} after {PROXY_ADDRESS_TRIES}")
+
+
+@transaction.atomic
+def conversation_send(
+    *,
+    account: Account,
+    link: Link,
+    proxy_domain: str,
+    sender_address: str,
+    sender_name: str,
+    recipient_address: str,
+    recipient_name: str,
+    proxy_name: str = "",
+    **message_fields: Any,
+) -> tuple[Conversation, Message]:
+    """Open a conversation (party A the sender, party B the recipient) and accept its first
+    message, which goes out From "proxy_name or sender_name <proxy address>"."""
+    conversation = conversation_open(
+        account=account,
+        link=link,
+        proxy_domain=proxy_domain,
+        party_a_address=sender_address,
+        party_a_name=sender_name,
+        party_b_address=recipient_address,
+        party_b_name=recipient_name,
+        proxy_name=proxy_name,
+    )
+    message = message_accept(
+        account=account,
+        link=link,
+        sender_address=sender_address,
+        sender_name=sender_name,
+        recipient_address=recipient_address,
+        recipient_name=recipient_name,
+        proxy_name=proxy_name,
+        conversation_id=conversation.conversation_id,
+        proxy_address=conversation.proxy_address,
+        **message_fields,
+    )
+    return conversation, message

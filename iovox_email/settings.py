@@ -6,6 +6,7 @@ lists them all. A `.env` file beside manage.py is read when present.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import environ
@@ -113,6 +114,20 @@ WHITENOISE_USE_FINDERS = True
 
 # --- Product --------------------------------------------------------------------------------
 TRACKING_BASE_URL = env("TRACKING_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Open and click tracking (tracking/engagement). Proxies whose X-Forwarded-For is believed.
+TRACKING_TRUSTED_PROXIES = [
+    ipaddress.ip_network(n)
+    for n in env.list("TRACKING_TRUSTED_PROXIES", default=["127.0.0.1/32", "::1/128"])
+]
+# Also turn the bare URLs of the text part into click URLs.
+TRACKING_TEXT_LINKS = env.bool("TRACKING_TEXT_LINKS", default=False)
+# Events are written in batches this often (seconds); 0 writes each within its request.
+TRACKING_EVENT_FLUSH_INTERVAL = env.float("TRACKING_EVENT_FLUSH_INTERVAL", default=0.5)
+TRACKING_EVENT_BATCH = env.int("TRACKING_EVENT_BATCH", default=500)
+TRACKING_EVENT_BUFFER_MAX = env.int("TRACKING_EVENT_BUFFER_MAX", default=50000)
+# A click this soon after delivery (seconds), or this many clicks within a second, is a scanner.
+TRACKING_SCANNER_WINDOW = env.float("TRACKING_SCANNER_WINDOW", default=10.0)
+TRACKING_BURST_CLICKS = env.int("TRACKING_BURST_CLICKS", default=3)
 ALIAS_DOMAIN = env("ALIAS_DOMAIN", default="iovox.email").lower()
 BOUNCE_DOMAIN = env("BOUNCE_DOMAIN", default="iovox.email").lower()
 # "ip[:port],..." for MX lookups; empty means the system resolver.
@@ -137,6 +152,9 @@ DELIVERY_BATCH_SIZE = env.int("DELIVERY_BATCH_SIZE", default=50)
 MAX_MESSAGE_SIZE = env.int("MAX_MESSAGE_SIZE", default=25 * 1024 * 1024)
 # A JSON body carries attachments in base64 (4/3 of their size) plus the rest of the message.
 MAX_REQUEST_SIZE = MAX_MESSAGE_SIZE * 4 // 3 + 1024 * 1024
+# Days a received message's raw bytes are kept once routed or refused (the Messages made from
+# it keep their own copy); failed ones are kept until someone routes them again.
+INBOUND_RETENTION_DAYS = env.int("INBOUND_RETENTION_DAYS", default=30)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_SIZE
 
 # --- REST API -------------------------------------------------------------------------------

@@ -84,3 +84,11 @@ def sync_tasks(monkeypatch):
     from django_q.conf import Conf
 
     monkeypatch.setattr(Conf, "SYNC", True)
+
+
+@pytest.fixture(autouse=True)
+def tracking_events_written_at_once(settings):
+    """Tracking hits are written within their request in tests. The web default batches them
+    for later (tracking/engagement/recorder.py), possibly from a timer thread whose own
+    connection could not see a test's uncommitted rows."""
+    settings.TRACKING_EVENT_FLUSH_INTERVAL = 0

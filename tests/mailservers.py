@@ -12,6 +12,7 @@ answers MX/A/AAAA as configured, and an SMTP server (aiosmtpd) standing in for M
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import os
@@ -180,6 +181,9 @@ class SinkHandler:
         self.sink = sink
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.sink.rcpt_seen.append(address)
+        if self.sink.rcpt_delay:
+            await asyncio.sleep(self.sink.rcpt_delay)
         reply = self.sink.reply_to_rcpt.get(address.lower())
         if reply:
             return reply
@@ -205,8 +209,8 @@ class SinkHandler:
 class SmtpSink:
     """An aiosmtpd server that keeps what it receives. `reply_to_rcpt` maps a recipient to the
     reply RCPT gets ("550 5.1.1 No such user", "450 4.2.0 Try later"); `reply_to_data`, when
-    set, is DATA's reply for every message; `starttls` offers STARTTLS with a self-signed
-    certificate."""
+    set, is DATA's reply for every message; `rcpt_delay` holds every RCPT reply back;
+    `starttls` offers STARTTLS with a self-signed certificate."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, starttls: bool = False):
         self.host = host
@@ -215,6 +219,8 @@ class SmtpSink:
         self.received: list[Received] = []
         self.reply_to_rcpt: dict[str, str] = {}
         self.reply_to_data: str | None = None
+        self.rcpt_seen: list[str] = []  # every RCPT TO, answered or not
+        self.rcpt_delay = 0.0  # seconds to wait before answering RCPT (a slow server)
         self.controller: Controller | None = None
 
     def start(self) -> SmtpSink:

@@ -13,10 +13,15 @@ class ScheduledJob:
     minutes: int
 
 
+# Jobs of other apps are named by dotted path (strings), so tracking imports none of them.
 SCHEDULES: list[ScheduledJob] = [
     # Re-finds messages that are due: retries whose time has come, tasks that were lost, and
     # claims whose worker died.
     ScheduledJob(name="iovox:delivery-sweep", func="tracking.tasks.sweep_due_messages", minutes=1),
+    # Inbound mail whose routing task was lost (or whose worker died) is routed again.
+    ScheduledJob(name="iovox:inbound-sweep", func="conversations.tasks.inbound_sweep", minutes=1),
+    # Raw inbound mail past INBOUND_RETENTION_DAYS, once routed or refused.
+    ScheduledJob(name="iovox:inbound-purge", func="conversations.tasks.inbound_purge", minutes=60),
 ]
 
 

@@ -250,7 +250,7 @@ def test_detail_costs_a_fixed_number_of_queries(alice, link, django_assert_max_n
     message = MessageFactory(link=link)
     for _ in range(5):
         DeliveryAttempt.objects.create(message=message, outcome="queued")
-    with django_assert_max_num_queries(5):
+    with django_assert_max_num_queries(6):
         assert alice.client.get(f"/rest/v1/email/{message.message_id}").status_code == 200
 
 
@@ -264,7 +264,9 @@ def test_detail_of_another_accounts_message_does_not_exist(alice, bob, link):
 
 
 def test_detail_route_leaves_other_email_paths_alone(alice):
-    assert alice.client.get("/rest/v1/email/search").status_code == 200
+    search = alice.client.get("/rest/v1/email/search")
+    assert search.status_code == 200
+    assert b"current_page" in b"".join(search.streaming_content)
     assert alice.client.get("/rest/v1/email/not-a-uuid").json() == {"errors": ["not found"]}
 
 
@@ -289,3 +291,29 @@ def test_sent_message_is_parsed_back_with_its_attachments(
     assert detail["disposition"] == "sent" and "delivery_date" in detail
     assert detail["attempts"][0]["smtp_code"] == 250
     assert Attachment.objects.count() == 1
+
+
+def test_a_broker_outage_at_commit_still_accepts_and_the_sweep_delivers(
+    alice, link, mail_servers, sync_tasks, monkeypatch, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    import time_machine
+    from django.utils import timezone
+
+    from tracking import tasks
+    from tracking.services import messages
+
+    def broker_down(domain):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(messages, "wake_delivery", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(alice, payload())
+    assert response.status_code == 201
+    message = Message.objects.get(message_id=response.json()["message_id"])
+    assert message.disposition == Disposition.RECEIVED
+    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
+        assert tasks.sweep_due_messages() == 1
+    message.refresh_from_db()
+    assert message.disposition == Disposition.SENT

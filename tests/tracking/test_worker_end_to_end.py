@@ -85,3 +85,47 @@ def test_a_message_sent_through_the_api_is_delivered_by_the_real_worker(alice, m
     assert mail_servers.mx.recipients() == ["bob@example.net"]
     detail = alice.client.get(f"/rest/v1/email/{message_id}").json()
     assert detail["disposition"] == "sent" and detail["attempts"][0]["smtp_code"] == 250
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_delivery_leaves_a_claim_the_sweep_delivers_once(
+    alice, mail_servers, sync_tasks, settings
+):
+    from datetime import timedelta
+
+    import time_machine
+    from django_q.conf import Conf
+
+    from tracking import tasks
+    from tracking.services.messages import message_accept
+
+    link = LinkFactory(account=alice.account, node__account=alice.account)
+    mail_servers.mx.rcpt_delay = 30  # the worker will hang waiting for RCPT's reply
+    worker = start_worker(mail_servers)
+    try:
+        Conf.SYNC = False  # this message's task goes to the real worker; the sweep's run here
+        message = message_accept(
+            account=alice.account, link=link, sender_address="a@sender.example",
+            sender_name="A", recipient_address="bob@example.net", recipient_name="B",
+            subject="s", text_content="t", html_content="<p>h</p>",
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not mail_servers.mx.rcpt_seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mail_servers.mx.rcpt_seen == ["bob@example.net"]
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)  # killed mid-delivery: no goodbye
+            worker.wait(timeout=5)
+        Conf.SYNC = True
+    message.refresh_from_db()
+    assert message.disposition == Disposition.RECEIVED
+    assert message.attempt_count == 1 and message.locked_until is not None
+
+    mail_servers.mx.rcpt_delay = 0
+    assert tasks.sweep_due_messages() == 0  # the claim is still live
+    with time_machine.travel(message.locked_until + timedelta(seconds=1)):
+        assert tasks.sweep_due_messages() == 1
+    message.refresh_from_db()
+    assert message.disposition == Disposition.SENT and message.attempt_count == 2
+    assert mail_servers.mx.recipients() == ["bob@example.net"]  # once

@@ -6,11 +6,14 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from datetime import UTC, datetime
 
 from django.conf import settings
 from rest_framework import exceptions, serializers, status
 
-from tracking.models import Attachment, Link, Message
+from tracking.engagement.events import message_events
+from tracking.models import Account, Attachment, Link, Message
+from tracking.search import SearchQuery, search_rows
 from tracking.services.messages import AttachmentDraft, has_line_break
 
 MIME_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$", re.I)
@@ -170,37 +173,22 @@ def format_date(value) -> str | None:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else None
 
 
-def message_search_fields(message: Message) -> dict:
-    """A message as the spec's search results show it: absent values are left out."""
-    link, node = message.link, message.link.node
-    fields = {
-        "message_id": str(message.message_id),
-        "receive_date": format_date(message.receive_date),
-        "delivery_date": format_date(message.delivery_date),
-        "node_id": node.node_id,
-        "node_name": node.node_name,
-        "node_type": node.node_type,
-        "link_id": link.link_id,
-        "link_name": link.link_name,
-        "link_type": link.link_type,
-        "sender_address": message.sender_address,
-        "sender_name": message.sender_name,
-        "recipient_address": message.recipient_address,
-        "recipient_name": message.recipient_name,
-        "proxy_address": message.proxy_address,
-        "proxy_name": message.proxy_name,
-        "conversation_id": str(message.conversation_id) if message.conversation_id else None,
-        "disposition": message.disposition,
-        "read_disposition": message.read_disposition,
-        "read_first_date": format_date(message.read_first_date),
-    }
-    return {name: value for name, value in fields.items() if value not in (None, "")}
+def message_search_fields(message: Message, *, account: Account) -> dict:
+    """The message as the search endpoint shows it (every available field, dates in UTC,
+    absent values left out): the same query builder, so the two cannot drift apart."""
+    query = SearchQuery(
+        start=datetime.min.replace(tzinfo=UTC),
+        end=datetime.max.replace(tzinfo=UTC, microsecond=0),
+        filters={"message_id": message.message_id},
+        limit=1,
+    )
+    return next(iter(search_rows(account=account, query=query)), {})
 
 
-def message_detail(message: Message) -> dict:
+def message_detail(message: Message, *, account: Account) -> dict:
     """`GET /rest/v1/email/{message_id}`: the search fields, the subject, why the message
     ended as it did (when known), its delivery attempts and its tracking events."""
-    detail = message_search_fields(message)
+    detail = message_search_fields(message, account=account)
     detail["subject"] = message.subject
     if message.status_detail:
         detail["status_detail"] = message.status_detail
@@ -218,19 +206,6 @@ def message_detail(message: Message) -> dict:
         }
         for attempt in message.attempts.all()
     ]
-    detail["events"] = [
-        {
-            name: value
-            for name, value in {
-                "kind": event.kind,
-                "occurred_at": format_date(event.occurred_at),
-                "ip": event.ip,
-                "user_agent": event.user_agent,
-                "url": event.url,
-                "automated": event.automated,
-            }.items()
-            if value not in (None, "")
-        }
-        for event in message.events.all()
-    ]
+    # Each open and click says whether it looks like a person or a machine, and why.
+    detail["events"] = message_events(message)
     return detail

@@ -46,5 +46,6 @@ class EmailDetailView(APIView):
     def get(self, request, message_id: str):
         """One message of the caller's account: its search fields, subject, delivery attempts
         and tracking events."""
-        message = access.get_message_for_account(request.user.account, message_id)
-        return Response(message_detail(message))
+        account = request.user.account
+        message = access.get_message_for_account(account, message_id)
+        return Response(message_detail(message, account=account))

@@ -6,14 +6,16 @@ from rest_framework.routers import SimpleRouter
 from tracking.api import directory_views, email_views, search_views
 
 UUID = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+
 router = SimpleRouter(trailing_slash=False)
 router.register("nodes", directory_views.NodeViewSet, basename="node")
 router.register("links", directory_views.LinkViewSet, basename="link")
 router.register("contacts", directory_views.ContactViewSet, basename="contact")
 
+# POST /rest/v1/email is routed by the conversations app, whose view (a SendEmailView that
+# also accepts proxy domains) is the one route for sending.
 urlpatterns = [
     path("email/search", search_views.EmailSearchView.as_view(), name="email-search"),
-    path("email", email_views.SendEmailView.as_view(), name="email-send"),
     # A UUID only, so /email/search and /email/address/proxy stay free for their own views.
     re_path(
         rf"^email/(?P<message_id>{UUID})$",

@@ -5,7 +5,8 @@ Messages to one domain go as a batch over one SMTP connection per MX address (MA
 per message), tried by MX preference. Each reply decides that message: 2xx `sent`, 5xx
 `undeliverable`; 4xx, timeouts and refused connections try the next MX and, if none accepts,
 leave it `queued` for a later attempt on EMAIL_RETRY_SCHEDULE, or `expired` after EMAIL_EXPIRY.
-Outcomes are written as each reply comes, so a worker dying mid-batch loses no result.
+Outcomes are written a few at a time as the replies come (see Outcomes), so a worker dying
+mid-batch loses at most those few results, and the sweep sends those messages again.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ API mail is built here from its fields:
 Non-ASCII names and subjects are RFC 2047 encoded words, non-ASCII filenames RFC 2231
 parameters (the email package's SMTP policy does both, and folds lines with CRLF).
 Forwarded and relayed mail carries `source_mime`, already rewritten by the inbound code, and
-is sent as it is.
+is sent as it is, but for open and click tracking in its HTML parts (tracking.engagement).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from email.mime.text import MIMEText
 from email.policy import compat32
 from email.utils import format_datetime, formataddr
 
+from tracking.engagement.content import OutgoingContent, message_tracked_content
+from tracking.engagement.mime import mime_add_tracking
 from tracking.models import Attachment, Message
 
 # The email.mime classes with the compat32 policy: several times faster than EmailMessage with
@@ -37,10 +39,11 @@ UTF8_QP.body_encoding = QP  # readable for mostly-ASCII text, and wraps long lin
 
 
 def message_outgoing_bytes(message: Message) -> bytes:
-    """What delivery hands to the MX: the one place every outgoing message passes through."""
+    """What delivery hands to the MX: the one place every outgoing message passes through,
+    and where open and click tracking goes in (the same bytes on every attempt)."""
     if message.source_mime:
-        return bytes(message.source_mime)
-    return message_build_mime(message)
+        return mime_add_tracking(bytes(message.source_mime), message_id=message.message_id)
+    return message_build_mime(message, content=message_tracked_content(message))
 
 
 def _header(value: str) -> str | Header:
@@ -82,16 +85,23 @@ def _multipart(subtype: str, parts: list) -> MIMEMultipart:
     return container
 
 
-def message_build_mime(message: Message, attachments: list[Attachment] | None = None) -> bytes:
-    """The MIME message of API mail. `attachments` may be passed when already loaded."""
+def message_build_mime(
+    message: Message,
+    attachments: list[Attachment] | None = None,
+    *,
+    content: OutgoingContent | None = None,
+) -> bytes:
+    """The MIME message of API mail. `attachments` may be passed when already loaded;
+    `content` replaces the message's own HTML and text (with tracking, when sending)."""
+    content = content or OutgoingContent(html=message.html_content, text=message.text_content)
     if attachments is None:
         attachments = list(message.attachments.all())
     inline = [_binary(a) for a in attachments if a.disposition == Attachment.Disposition.INLINE]
     attached = [_binary(a) for a in attachments if a.disposition != Attachment.Disposition.INLINE]
 
-    body = _text(message.text_content, "plain")
-    if message.html_content or inline:
-        html = _text(message.html_content, "html")
+    body = _text(content.text, "plain")
+    if content.html or inline:
+        html = _text(content.html, "html")
         if inline:
             html = _multipart("related", [html, *inline])
         body = _multipart("alternative", [body, html])

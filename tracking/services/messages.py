@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,7 +65,6 @@ def source_message_id(source_mime: bytes) -> str:
     return str(headers.get("Message-ID", "")).strip()
 
 
-@transaction.atomic
 def message_accept(
     *,
     account: Account,
@@ -112,37 +112,42 @@ def message_accept(
                 "attachment type": draft.content_type,
             }
         )
-    message_id = uuid.uuid4()
-    message = Message.objects.create(
-        message_id=message_id,
-        account=account,
-        link=link,
-        direction=direction,
-        conversation_id=conversation_id,
-        recipient_domain=domain_of(recipient_address),
-        text_content=text_content,
-        html_content=html_content,
-        headers=dict(headers or {}),
-        source_mime=source_mime,
-        smtp_message_id=(
-            source_message_id(source_mime) if source_mime else new_smtp_message_id(message_id)
-        ),
-        **fields,
-    )
-    if attachments:
-        Attachment.objects.bulk_create(
-            Attachment(
-                message=message,
-                disposition=draft.disposition,
-                content_type=draft.content_type,
-                filename=draft.filename,
-                content_id=draft.content_id,
-                content=draft.content,
-            )
-            for draft in attachments
+    # One row alone is atomic by itself: a transaction (two more round trips) only when
+    # attachments come with it. Inside a caller's transaction this nests as usual.
+    with transaction.atomic() if attachments else contextlib.nullcontext():
+        message_id = uuid.uuid4()
+        message = Message.objects.create(
+            message_id=message_id,
+            account=account,
+            link=link,
+            direction=direction,
+            conversation_id=conversation_id,
+            recipient_domain=domain_of(recipient_address),
+            text_content=text_content,
+            html_content=html_content,
+            headers=dict(headers or {}),
+            source_mime=source_mime,
+            smtp_message_id=(
+                source_message_id(source_mime) if source_mime else new_smtp_message_id(message_id)
+            ),
+            **fields,
         )
+        if attachments:
+            Attachment.objects.bulk_create(
+                Attachment(
+                    message=message,
+                    disposition=draft.disposition,
+                    content_type=draft.content_type,
+                    filename=draft.filename,
+                    content_id=draft.content_id,
+                    content=draft.content,
+                )
+                for draft in attachments
+            )
     domain = message.recipient_domain
-    transaction.on_commit(lambda: wake_delivery(domain))
+    # robust: the message is committed by then; if queueing fails the sweep delivers it, and
+    # the caller must not see an error for a message that was accepted.
+    transaction.on_commit(lambda: wake_delivery(domain), robust=True)
     return message
 
 

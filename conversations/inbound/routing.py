@@ -1,0 +1,347 @@
+"""Routing a stored inbound message, in the worker: per recipient, forward alias mail to the
+link's destination contact, relay proxy mail to the other party of the conversation, or hand a
+bounce to bounce processing.
+
+The whole routing of one message is one transaction holding the message's row: two workers
+never route it twice, and a worker that dies half-way leaves it pending for the next one, with
+none of its Messages half-made.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from conversations.inbound.mime import (
+    FORWARD_DROP,
+    LOOP_HEADER,
+    RELAY_DROP,
+    Content,
+    ParsedMessage,
+    extract_content,
+    format_address,
+    rewrite_headers,
+)
+from conversations.inbound.recipients import RouteKind, recipient_resolve
+from conversations.models import Conversation, InboundMessage
+from conversations.services import address_domain, is_own_domain
+from tracking.delivery.durability import relax_commit_durability
+from tracking.models import Direction, Disposition, Link, Message
+from tracking.services.bounces import bounce_process
+from tracking.services.messages import message_accept, message_refuse
+
+log = logging.getLogger(__name__)
+
+THREAD_HEADERS = ("Message-ID", "In-Reply-To", "References")
+# One task routes at most this many messages before it ends (the next wakeup or the sweep
+# carries on), so a flood does not hold a worker for ever.
+ROUTE_LIMIT = 5000
+# SQLite's write lock has no queue: a writer that finds it taken sleeps and retries, so a worker
+# routing back to back would starve the SMTP server's inserts. A short gap between messages
+# lets them in (measured: twice the messages a second end to end with 3 ms).
+SQLITE_GAP = 0.003
+# Messages taken and routed in one transaction (PostgreSQL).
+ROUTE_BATCH = 20
+
+
+@dataclass
+class Routing:
+    """What became of each recipient of one inbound message."""
+
+    inbound: InboundMessage
+    parsed: ParsedMessage
+    messages: list[Message] = field(default_factory=list)
+    routed: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    _content: Content | None = None
+
+    @property
+    def content(self) -> Content:
+        if self._content is None:
+            self._content = extract_content(self.parsed.raw)
+        return self._content
+
+    def refuse(self, address: str, reason: str) -> None:
+        self.refused.append(f"{address}: {reason}")
+
+    @property
+    def problems(self) -> list[str]:
+        return self.parsed.problems + (self._content.problems if self._content else [])
+
+
+def inbound_route_pending(*, limit: int = ROUTE_LIMIT) -> int:
+    """Route pending messages, oldest first, until none is left (or `limit`); how many were
+    routed. Several workers may do this at once: each message is taken by one of them.
+
+    On PostgreSQL a batch of messages is taken and routed in one transaction (fewer round
+    trips); if one of them fails, the batch rolls back and each is routed on its own, so only
+    that one ends `failed`. SQLite takes one message at a time, with a gap (SQLITE_GAP)."""
+    sqlite = connection.vendor == "sqlite"
+    done = 0
+    while done < limit:
+        routed = inbound_route() is not None if sqlite else _route_batch()
+        if not routed:
+            break
+        done += int(routed)
+        if sqlite:
+            time.sleep(SQLITE_GAP)
+    return done
+
+
+def _route_batch() -> int:
+    pks: list[int] = []
+    try:
+        with transaction.atomic():
+            batch = list(
+                InboundMessage.objects.filter(status=InboundMessage.Status.PENDING)
+                .select_for_update(skip_locked=True)
+                .order_by("received_at", "pk")[:ROUTE_BATCH]
+            )
+            pks = [inbound.pk for inbound in batch]
+            if batch:
+                relax_commit_durability()  # see inbound_route
+            for inbound in batch:
+                _route_one(inbound)
+            return len(batch)
+    except Exception:
+        if not pks:
+            raise
+        log.warning("a batch of %d inbound messages failed; routing them one by one", len(pks))
+        for pk in pks:
+            inbound_route(inbound_pk=pk)
+        return len(pks)
+
+
+def _route_one(inbound: InboundMessage) -> None:
+    routing = Routing(inbound=inbound, parsed=ParsedMessage.parse(bytes(inbound.raw)))
+    for address in inbound.rcpt_to:
+        _route_recipient(routing, address)
+    _record(routing)
+
+
+def inbound_route(*, inbound_pk: int | None = None) -> InboundMessage | None:
+    """Route one pending message, the given one or else the oldest that no other worker
+    holds; None when there is none (already routed, or nothing pending).
+
+    The message row stays locked (SKIP LOCKED for the others) until its Messages and its
+    status commit together, so a message is routed once, and a worker that dies half-way
+    leaves it pending, with nothing half-made."""
+    pending = InboundMessage.objects.filter(status=InboundMessage.Status.PENDING)
+    if inbound_pk is not None:
+        pending = pending.filter(pk=inbound_pk)
+    claimed: int | None = None
+    try:
+        with transaction.atomic():
+            inbound = (
+                pending.select_for_update(skip_locked=True).order_by("received_at", "pk").first()
+            )
+            if inbound is None:
+                return None
+            claimed = inbound.pk
+            # Lost in a database crash, this commit leaves the message pending, to be routed
+            # again: at worst a duplicate with the same Message-ID, mail's at-least-once.
+            relax_commit_durability()
+            _route_one(inbound)
+            return inbound
+    except Exception as exc:
+        if claimed is None:
+            raise
+        # Rolled back, so the message is pending again: record why it could not be routed.
+        log.exception("routing inbound message %s failed", claimed)
+        InboundMessage.objects.filter(pk=claimed, status=InboundMessage.Status.PENDING).update(
+            status=InboundMessage.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:10000]
+        )
+        return InboundMessage.objects.get(pk=claimed)
+
+
+def _record(routing: Routing) -> None:
+    inbound = routing.inbound
+    inbound.status = (
+        InboundMessage.Status.ROUTED if routing.routed else InboundMessage.Status.REFUSED
+    )
+    inbound.error = "\n".join(routing.refused + routing.problems)
+    inbound.save(update_fields=["status", "error"])
+    if routing.messages:
+        through = InboundMessage.messages.through
+        through.objects.bulk_create(
+            through(inboundmessage_id=inbound.pk, message_id=message.pk)
+            for message in routing.messages
+        )
+
+
+def _route_recipient(routing: Routing, address: str) -> None:
+    recipient = recipient_resolve(address)
+    if recipient is None:
+        routing.refuse(address, "no longer an alias, proxy or bounce address")
+    elif recipient.kind == RouteKind.BOUNCE and _is_auto_reply_not_bounce(routing.parsed):
+        # Out-of-office replies sometimes go to the Return-Path: the message was delivered.
+        routing.refuse(address, "an automatic reply, not a delivery report: nothing to do")
+    elif recipient.kind == RouteKind.BOUNCE:
+        message = bounce_process(raw=routing.parsed.raw, rcpt_to=recipient.address)
+        if message is None:
+            routing.refuse(address, "not a bounce of a message we sent")
+        else:
+            routing.messages.append(message)
+            routing.routed.append(address)
+    elif routing.parsed.is_delivery_report:
+        # Bounces come back to the VERP return path; one sent to an alias or a proxy address
+        # (by a server that answers the From header) is never passed on to a person.
+        routing.refuse(address, "a delivery report is not forwarded")
+    elif recipient.kind == RouteKind.ALIAS:
+        _forward_alias(routing, recipient.address, recipient.link)
+    else:
+        _relay(routing, recipient.address, recipient.conversation)
+
+
+def _is_auto_reply_not_bounce(parsed: ParsedMessage) -> bool:
+    """Auto-Submitted mail that is neither a DSN (multipart/report) nor from a mail system
+    (the plain-text bounces of older servers come from MAILER-DAEMON or postmaster)."""
+    local = parsed.from_address.rpartition("@")[0].lower()
+    from_mail_system = local in {"mailer-daemon", "postmaster", "mail-daemon", ""}
+    return parsed.auto_submitted and not parsed.is_delivery_report and not from_mail_system
+
+
+def _thread_headers(parsed: ParsedMessage) -> dict[str, str]:
+    values = {name: _one_line(parsed.header_text(name)) for name in THREAD_HEADERS}
+    return {name: value for name, value in values.items() if value}
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split())
+
+
+def _missing_headers(parsed: ParsedMessage) -> list[tuple[str, str]]:
+    """Message-ID and Date, when the sender left them out: many receivers refuse mail
+    without them (RFC 5322 section 3.6 wants both)."""
+    added = []
+    if not parsed.message_id:
+        added.append(("Message-ID", f"<{uuid.uuid4().hex}@{settings.SMTP_HELO_NAME}>"))
+    if parsed.header("date") is None:
+        added.append(("Date", email.utils.format_datetime(email.utils.localtime())))
+    return added
+
+
+def _forward_alias(routing: Routing, address: str, link: Link) -> None:
+    """Alias mail goes to the link's destination contact as it came: From, To, Subject,
+    threading headers, MIME structure and attachments unchanged (and so the sender's DKIM
+    signature, which covers none of what we add), our loop header and trace on top, the
+    envelope sender our VERP address. Auto-replies are forwarded too: the loop header stops a
+    destination that would send them back round."""
+    parsed = routing.parsed
+    contact = link.destination
+    forwarded = rewrite_headers(
+        parsed.raw,
+        drop=FORWARD_DROP,
+        prepend=[(LOOP_HEADER, address), *_missing_headers(parsed)],
+    )
+    message = message_accept(
+        account=link.account,
+        link=link,
+        sender_address=_one_line(parsed.from_address or routing.inbound.mail_from),
+        sender_name=_one_line(parsed.from_name),
+        recipient_address=contact.email if contact else "",
+        recipient_name=_one_line(contact.name) if contact else "",
+        subject=_one_line(parsed.subject)[:998],
+        text_content=routing.content.text,
+        html_content=routing.content.html,
+        direction=Direction.ALIAS,
+        headers=_thread_headers(parsed),
+        source_mime=forwarded,
+    )
+    refusal = _alias_refusal(contact)
+    if refusal:
+        message_refuse(message=message, disposition=refusal[0], detail=refusal[1])
+    routing.messages.append(message)
+    routing.routed.append(address)
+
+
+def _alias_refusal(contact) -> tuple[str, str] | None:
+    if contact is None:
+        return Disposition.NO_RULES, "the link has no destination contact"
+    if not contact.email:
+        return Disposition.RULE_ERROR, f"the destination contact {contact.contact_id} has no email"
+    if is_own_domain(address_domain(contact.email)):
+        return (
+            Disposition.RULE_ERROR,
+            f"the destination {contact.email} is one of our own addresses (a loop)",
+        )
+    return None
+
+
+def _relay(routing: Routing, address: str, conversation: Conversation) -> None:
+    """Proxy mail from one party goes to the other, From rewritten to the proxy address (so
+    the reply comes back through us) and every header that names a party's real address
+    removed; Subject, Date, Message-ID, In-Reply-To, References and the body are kept, so the
+    parties' mail clients thread the conversation."""
+    parsed = routing.parsed
+    if parsed.auto_submitted:
+        routing.refuse(address, "an automatic message (Auto-Submitted) is not relayed")
+        return
+    if not routing.inbound.mail_from:
+        # RFC 3834: automatic replies come with a null envelope sender, marked or not.
+        routing.refuse(address, "a message with a null envelope sender is not relayed")
+        return
+    side = _party_of(conversation, parsed, routing.inbound.mail_from)
+    if side is None:
+        sender = parsed.from_address or routing.inbound.mail_from or "an unknown sender"
+        routing.refuse(
+            address, f"{sender} is not a party of conversation {conversation.conversation_id}"
+        )
+        return
+    if side == "a":
+        shown_name = conversation.proxy_name or conversation.party_a_name or parsed.from_name
+        sender_address, sender_name = conversation.party_a_address, conversation.party_a_name
+        to_name, to_address = conversation.party_b_name, conversation.party_b_address
+    else:
+        shown_name = conversation.party_b_name or parsed.from_name
+        sender_address, sender_name = conversation.party_b_address, conversation.party_b_name
+        to_name, to_address = conversation.party_a_name, conversation.party_a_address
+    shown_name = _one_line(shown_name)
+    relayed = rewrite_headers(
+        parsed.raw,
+        drop=RELAY_DROP,
+        prepend=[(LOOP_HEADER, address), *_missing_headers(parsed)],
+        replace=[
+            ("From", format_address(shown_name, conversation.proxy_address)),
+            ("To", format_address(_one_line(to_name), to_address)),
+        ],
+    )
+    message = message_accept(
+        account=conversation.link.account,
+        link=conversation.link,
+        sender_address=sender_address,
+        sender_name=_one_line(sender_name or parsed.from_name),
+        recipient_address=to_address,
+        recipient_name=_one_line(to_name),
+        subject=_one_line(parsed.subject)[:998],
+        text_content=routing.content.text,
+        html_content=routing.content.html,
+        direction=Direction.RELAY,
+        conversation_id=conversation.conversation_id,
+        proxy_address=conversation.proxy_address,
+        proxy_name=shown_name,
+        headers=_thread_headers(parsed),
+        source_mime=relayed,
+    )
+    routing.messages.append(message)
+    routing.routed.append(address)
+
+
+def _party_of(conversation: Conversation, parsed: ParsedMessage, mail_from: str) -> str | None:
+    """ "a" or "b": which party wrote, known by the From address (case-insensitively), or by
+    the envelope sender when From names neither."""
+    parties = {
+        conversation.party_a_address.lower(): "a",
+        conversation.party_b_address.lower(): "b",
+    }
+    for candidate in (parsed.from_address, mail_from):
+        side = parties.get((candidate or "").strip().lower())
+        if side:
+            return side
+    return None

@@ -1,0 +1,65 @@
+"""A real inbound SMTP server on a loopback port (port 0), and the mail fixtures."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.db import connections
+
+from conversations.inbound.smtp import serve
+
+MAIL_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mail"
+
+
+def eml(name: str, *, sender: str = "", to: str = "") -> bytes:
+    """A fixture message with %FROM% and %TO% filled in, in CRLF line endings."""
+    raw = (MAIL_FIXTURES / name).read_bytes()
+    raw = raw.replace(b"%FROM%", sender.encode()).replace(b"%TO%", to.encode())
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+@dataclass
+class InboundServer:
+    host: str
+    port: int
+
+    def client(self) -> smtplib.SMTP:
+        return smtplib.SMTP(self.host, self.port, timeout=10)
+
+    def send(self, raw: bytes, *, mail_from: str, to: list[str] | str) -> dict:
+        """Send one message; the refused recipients, as smtplib reports them."""
+        with self.client() as smtp:
+            return smtp.sendmail(mail_from, [to] if isinstance(to, str) else to, raw)
+
+
+@pytest.fixture
+def inbound_server(transactional_db):
+    """`manage.py smtpd`'s server, in a thread of this process, on an ephemeral port."""
+    # Each database job of the server's threads closes its connection, so none outlives the
+    # test (PostgreSQL will not drop a test database that is still in use).
+    connections.settings["default"]["CONN_MAX_AGE"] = 0
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    bound: list[int] = []
+    started = threading.Event()
+
+    def ready(port: int) -> None:
+        bound.append(port)
+        started.set()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(serve("127.0.0.1", 0, ready=ready, stop=stop))
+
+    thread = threading.Thread(target=run, name="inbound-smtpd", daemon=True)
+    thread.start()
+    assert started.wait(10), "the inbound SMTP server did not start"
+    yield InboundServer("127.0.0.1", bound[0])
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(10)
+    loop.close()

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+from django_q.models import OrmQ
+
+from conversations import tasks
+from conversations.models import InboundMessage
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff_client(client):
+    client.force_login(UserFactory(account=None, is_staff=True, is_superuser=True))
+    return client
+
+
+def test_failed_messages_can_be_routed_again_from_admin(
+    staff_client, django_capture_on_commit_callbacks
+):
+    failed = InboundMessage.objects.create(raw=b"x", status="failed", error="boom")
+    routed = InboundMessage.objects.create(raw=b"x", status="routed")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(
+            "/admin/conversations/inboundmessage/",
+            {"action": "route_again", "_selected_action": [failed.pk, routed.pk]},
+            follow=True,
+        )
+    assert response.status_code == 200
+    assert "1 message(s) queued for routing." in response.content.decode()
+    failed.refresh_from_db()
+    routed.refresh_from_db()
+    assert (failed.status, failed.error) == ("pending", "")
+    assert routed.status == "routed"
+    assert [task.func() for task in OrmQ.objects.all()] == [
+        "conversations.tasks.inbound_route_pending"
+    ]
+
+
+def test_an_inbound_message_page_shows_its_error(staff_client):
+    inbound = InboundMessage.objects.create(
+        raw=b"x", status="refused", error="x@example.com: not a party", rcpt_to=["p@ex.com"]
+    )
+    response = staff_client.get(f"/admin/conversations/inboundmessage/{inbound.pk}/change/")
+    assert response.status_code == 200
+    assert "not a party" in response.content.decode()
+
+
+def test_routed_and_refused_mail_is_purged_after_the_retention(settings):
+    settings.INBOUND_RETENTION_DAYS = 30
+    with time_machine.travel(timezone.now() - timedelta(days=31)):
+        old = {s: InboundMessage.objects.create(raw=b"x", status=s) for s in InboundMessage.Status}
+    fresh = InboundMessage.objects.create(raw=b"x", status="routed")
+    assert tasks.inbound_purge() == 2
+    left = set(InboundMessage.objects.values_list("pk", flat=True))
+    assert left == {old["pending"].pk, old["failed"].pk, fresh.pk}

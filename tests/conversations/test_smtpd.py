@@ -1,0 +1,170 @@
+"""The inbound SMTP server, spoken to with smtplib: who may receive, what is stored."""
+
+from __future__ import annotations
+
+import smtplib
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conversations.models import Conversation, InboundMessage, ProxyDomain
+from tests.conversations.conftest import eml
+from tests.factories import ContactFactory, LinkFactory, NodeFactory
+
+ALIAS = "bobs-automotive_honda-civic@iovox.email"
+PROXY = "hn7m890cfqt234@example.com"
+
+
+@pytest.fixture
+def addresses(transactional_db):
+    link = LinkFactory(
+        node=NodeFactory(node_name="Bobs automotive"),
+        email_address=ALIAS,
+        destination=None,
+    )
+    Conversation.objects.create(
+        account=link.account,
+        link=link,
+        proxy_domain=ProxyDomain.objects.create(domain="example.com"),
+        proxy_address=PROXY,
+        party_a_address="bob.bob@iovox.com",
+        party_b_address="bob@customer.com",
+    )
+    ContactFactory(account=link.account)
+    return link
+
+
+def test_unknown_recipient_is_refused_at_rcpt_with_550_5_1_1(inbound_server, addresses):
+    with inbound_server.client() as smtp:
+        smtp.ehlo("client.example")
+        smtp.mail("someone@example.net")
+        code, text = smtp.rcpt("nobody@iovox.email")
+        assert (code, text[:5]) == (550, b"5.1.1")
+        code, _ = smtp.rcpt("nobody@elsewhere.example")
+        assert code == 550
+    assert not InboundMessage.objects.exists()
+
+
+def test_each_recipient_is_judged_on_its_own_and_case_does_not_matter(inbound_server, addresses):
+    raw = eml("non_ascii_headers.eml", sender="someone@example.net", to=ALIAS)
+    refused = inbound_server.send(
+        raw,
+        mail_from="someone@example.net",
+        to=[ALIAS.upper(), "nobody@iovox.email", "HN7M890CFQT234@Example.COM"],
+    )
+    assert set(refused) == {"nobody@iovox.email"}
+    assert refused["nobody@iovox.email"][0] == 550
+    inbound = InboundMessage.objects.get()
+    assert inbound.rcpt_to == [ALIAS, PROXY]
+    assert inbound.mail_from == "someone@example.net"
+    assert inbound.peer == "127.0.0.1"
+    assert inbound.status == InboundMessage.Status.PENDING
+
+
+def test_message_is_stored_whole_with_our_received_line_on_top(inbound_server, addresses):
+    raw = eml("nested_multipart.eml", sender="carla@carla.example", to=ALIAS)
+    inbound_server.send(raw, mail_from="carla@carla.example", to=ALIAS)
+    stored = bytes(InboundMessage.objects.get().raw)
+    assert stored.startswith(b"Received: from ")
+    assert b"(iovox inbound) with ESMTP id" in stored.split(b"\r\n\r\n")[0]
+    assert stored.endswith(raw)
+
+
+def test_all_recipients_refused_means_no_message_is_stored(inbound_server, addresses):
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        inbound_server.send(b"Subject: x\r\n\r\nx\r\n", mail_from="a@b.example", to="x@y.example")
+    assert not InboundMessage.objects.exists()
+
+
+def test_message_over_the_size_limit_is_refused_with_552(inbound_server, addresses, settings):
+    settings.MAX_MESSAGE_SIZE = 2000
+    line = b"x" * 78 + b"\r\n"
+    with inbound_server.client() as smtp:
+        smtp.ehlo("client.example")
+        smtp.mail("a@b.example")  # no SIZE declared: the limit applies to the data itself
+        smtp.rcpt(ALIAS)
+        code, _ = smtp.data(b"Subject: big\r\n\r\n" + line * 40)
+    assert code == 552
+    assert not InboundMessage.objects.exists()
+
+
+def test_declared_size_over_the_limit_is_refused_at_mail_from(inbound_server, addresses, settings):
+    settings.MAX_MESSAGE_SIZE = 2000
+    with inbound_server.client() as smtp:
+        smtp.ehlo("client.example")
+        code, _ = smtp.mail("a@b.example", ["SIZE=5000"])
+    assert code == 552
+
+
+def test_malformed_mime_is_stored_and_accepted(inbound_server, addresses):
+    raw = eml("malformed.eml", to=ALIAS)
+    inbound_server.send(raw, mail_from="", to=ALIAS)
+    inbound = InboundMessage.objects.get()
+    assert bytes(inbound.raw).endswith(raw)
+    assert inbound.status == InboundMessage.Status.PENDING
+    assert inbound.mail_from == ""  # the null reverse-path, MAIL FROM:<>
+
+
+def test_message_carrying_our_loop_header_is_refused_and_recorded(inbound_server, addresses):
+    raw = b"X-Iovox-Loop: " + ALIAS.encode() + b"\r\n" + eml("auto_reply.eml", to=ALIAS)
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        inbound_server.send(raw, mail_from="a@b.example", to=ALIAS)
+    assert refused.value.smtp_code == 554
+    assert b"5.4.6" in refused.value.smtp_error
+    inbound = InboundMessage.objects.get()
+    assert inbound.status == InboundMessage.Status.REFUSED
+    assert "X-Iovox-Loop" in inbound.error
+
+
+def test_message_with_too_many_received_headers_is_refused_as_a_loop(inbound_server, addresses):
+    hops = b"".join(
+        b"Received: from hop%d.example by hop%d.example; Mon, 23 Nov 2026 10:00:00 +0000\r\n"
+        % (n, n + 1)
+        for n in range(25)
+    )
+    raw = hops + eml("non_ascii_headers.eml", sender="a@b.example", to=ALIAS)
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        inbound_server.send(raw, mail_from="a@b.example", to=ALIAS)
+    assert refused.value.smtp_code == 554
+    inbound = InboundMessage.objects.get()
+    assert inbound.status == InboundMessage.Status.REFUSED
+    assert "26 Received headers" in inbound.error
+
+
+def test_24_received_headers_are_still_accepted(inbound_server, addresses):
+    hops = b"Received: from a by b; Mon, 23 Nov 2026 10:00:00 +0000\r\n" * 24
+    inbound_server.send(hops + b"Subject: ok\r\n\r\nok\r\n", mail_from="a@b.example", to=ALIAS)
+    assert InboundMessage.objects.get().status == InboundMessage.Status.PENDING
+
+
+def test_failure_to_store_is_a_451_so_the_sender_retries(inbound_server, addresses, monkeypatch):
+    def broken(**kwargs):
+        raise RuntimeError("database is down")
+
+    monkeypatch.setattr("conversations.inbound.smtp.inbound_receive", broken)
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        inbound_server.send(b"Subject: x\r\n\r\nx\r\n", mail_from="a@b.example", to=ALIAS)
+    assert refused.value.smtp_code == 451
+
+
+def test_concurrent_connections_are_all_served(inbound_server, addresses):
+    def deliver(n: int) -> dict:
+        raw = b"Subject: message %d\r\nMessage-ID: <c%d@example.net>\r\n\r\nhello\r\n" % (n, n)
+        return inbound_server.send(raw, mail_from=f"s{n}@example.net", to=ALIAS)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(deliver, range(24)))
+    assert results == [{}] * 24
+    assert InboundMessage.objects.count() == 24
+
+
+def test_recipients_beyond_one_hundred_get_a_452(inbound_server, transactional_db, monkeypatch):
+    monkeypatch.setattr("conversations.inbound.smtp.MAX_RECIPIENTS", 2)
+    link = LinkFactory(email_address="a1@iovox.email")
+    LinkFactory(node=link.node, email_address="a2@iovox.email")
+    LinkFactory(node=link.node, email_address="a3@iovox.email")
+    with inbound_server.client() as smtp:
+        smtp.ehlo("client.example")
+        smtp.mail("a@b.example")
+        codes = [smtp.rcpt(f"a{n}@iovox.email")[0] for n in (1, 1, 2, 3)]
+    assert codes == [250, 250, 250, 452]  # a repeated recipient counts once

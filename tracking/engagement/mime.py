@@ -1,0 +1,74 @@
+"""Tracking for mail we pass on as it came (forwarded and relayed `source_mime`).
+
+Every text/html body part gets the pixel and click URLs; everything else keeps its bytes: the
+message is parsed with the compat32 policy, which keeps headers and untouched parts as they
+were written, and only the rewritten parts are encoded again. A rewritten part keeps its
+charset and its transfer encoding (base64 stays base64); a 7bit or 8bit part becomes
+quoted-printable, since click URLs make lines longer and SMTP caps them at 998 octets.
+HTML attachments and messages attached as message/rfc822 are not our body and are left alone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from email import message_from_bytes
+from email.charset import BASE64, QP, Charset
+from email.message import Message as EmailMessage
+from email.policy import compat32
+
+from tracking.engagement.rewrite import html_add_tracking
+
+# No refolding: headers go out as they came (a DKIM signature over them stays valid).
+_WIRE = compat32.clone(linesep="\r\n", max_line_length=0)
+
+
+def mime_add_tracking(raw: bytes, *, message_id: uuid.UUID | str) -> bytes:
+    """Return the raw message with tracking in each of its HTML body parts."""
+    message = message_from_bytes(raw, policy=compat32)
+    if not _track_parts(message, message_id=message_id):
+        return raw
+    # The sender's DKIM signature covered the body we just changed: it can only fail now, and
+    # a failing signature hurts more with some receivers than none at all (RFC 6376 6.1).
+    del message["DKIM-Signature"]
+    return message.as_bytes(policy=_WIRE)
+
+
+def _track_parts(part: EmailMessage, *, message_id: uuid.UUID | str) -> bool:
+    if part.is_multipart():
+        if part.get_content_maintype() == "message":
+            return False  # an attached message: not ours to change
+        changed = False
+        for child in part.get_payload():
+            changed = _track_parts(child, message_id=message_id) or changed
+        return changed
+    if part.get_content_type() != "text/html" or part.get_content_disposition() == "attachment":
+        return False
+    charset = part.get_content_charset() or "us-ascii"
+    payload = part.get_payload(decode=True) or b""
+    try:
+        html = payload.decode(charset)
+    except (LookupError, UnicodeDecodeError):
+        return False  # an unknown or wrong charset: sent as it came rather than garbled
+    tracked = html_add_tracking(html, message_id=message_id)
+    if tracked == html:
+        return False
+    _set_text(part, tracked, charset)
+    return True
+
+
+def _set_text(part: EmailMessage, text: str, charset_name: str) -> None:
+    encoding = (part.get("Content-Transfer-Encoding") or "").strip().lower()
+    charset = Charset(charset_name)
+    charset.body_encoding = BASE64 if encoding == "base64" else QP
+    # The new URLs are ASCII; a charset that cannot hold the text any more cannot happen,
+    # but utf-8 would be the honest fallback.
+    try:
+        text.encode(charset.input_codec or charset_name)
+    except (LookupError, UnicodeEncodeError):
+        charset = Charset("utf-8")
+        charset.body_encoding = BASE64 if encoding == "base64" else QP
+    had_version = "MIME-Version" in part
+    del part["Content-Transfer-Encoding"]
+    part.set_payload(text, charset)
+    if not had_version:
+        del part["MIME-Version"]  # which set_payload adds to a body part, needlessly

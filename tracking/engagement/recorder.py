@@ -1,0 +1,326 @@
+"""The write path of opens and clicks: answer at once, write in batches.
+
+Every round trip to the database a hit waits for costs throughput: a hit that waits for its
+own committed INSERT, or even for one UPDATE, reaches only a third of a trivial view's rate
+on a busy two-core machine. So a hit does no database work in its request. It is appended to
+a buffer in the web process, written once its oldest hit has waited
+TRACKING_EVENT_FLUSH_INTERVAL seconds (default 0.5), sooner when TRACKING_EVENT_BATCH hits are
+waiting, and when the process exits (gunicorn's graceful stop and max-requests recycling,
+Ctrl-C), in one transaction:
+
+- one SELECT of the batch's messages (their delivery date and read status),
+- one multi-row INSERT (a COPY on PostgreSQL) of the classified TrackingEvents
+  (classification happens here, where the delivery date and the neighbouring clicks of each
+  message are known),
+- a conditional UPDATE per still-unread message, sent together, that marks it read with the
+  time of its first hit: `WHERE read_disposition = 'unread'`, so two writers racing never
+  both set it.
+
+Under traffic the batch is written by the request that finds it due, after its response has
+gone out; when traffic stops, by a timer thread.
+
+The trade-off, written down: the read status and the events show up to one interval late; a
+web process killed outright (SIGKILL, OOM kill, power loss) loses the hits of its last
+interval, at most TRACKING_EVENT_FLUSH_INTERVAL seconds of one process's traffic. A graceful
+stop or restart loses nothing, and a database crash loses nothing (each batch is an ordinary
+durable commit). When the database cannot be reached the batch is kept and retried, up to
+TRACKING_EVENT_BUFFER_MAX hits per process (the oldest are dropped beyond that, with an error
+in the log). When two processes hold first hits of one message, the one that commits first
+sets `read_first_date`, which may be later than the other's by up to one interval.
+TRACKING_EVENT_FLUSH_INTERVAL=0 writes each hit within its request instead (the tests do).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.signals import request_finished
+from django.db import DatabaseError, connection, transaction
+from django.dispatch import receiver
+
+from tracking.engagement.classify import HitFacts, clicks_nearby, hit_classify
+from tracking.models import Message, ReadDisposition, TrackingEvent
+
+logger = logging.getLogger(__name__)
+
+BURST_WINDOW = timedelta(seconds=1)
+USER_AGENT_MAX = 1000
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One request to a pixel or a click URL, as it arrived."""
+
+    kind: str  # TrackingEvent.Kind.OPEN or CLICK
+    message_id: uuid.UUID
+    occurred_at: datetime
+    method: str
+    ip: str | None
+    user_agent: str
+    url: str = ""
+
+
+def tracking_hit_record(*, hit: Hit) -> None:
+    """Record a hit: into the batch of this process, or at once when batching is off."""
+    if settings.TRACKING_EVENT_FLUSH_INTERVAL > 0:
+        _buffer.add(hit)
+    else:
+        tracking_events_write(hits=[hit])
+
+
+def tracking_events_flush() -> int:
+    """Write the hits buffered in this process; returns how many events were stored."""
+    # One writer at a time: the exit hook must wait for a batch the timer thread is writing,
+    # or that batch would die with the thread when the process ends.
+    with _flush_lock:
+        hits = _buffer.take()
+        if not hits:
+            return 0
+        try:
+            return tracking_events_write(hits=hits)
+        except DatabaseError:
+            # Unreachable, restarting, a deadlock, a message deleted under the batch: kept for
+            # the next try (which no longer finds a deleted message).
+            _buffer.put_back(hits)
+            raise
+
+
+@transaction.atomic
+def tracking_events_write(*, hits: list[Hit]) -> int:
+    """Store hits as classified TrackingEvents (one INSERT) and mark their unread messages
+    read (one conditional UPDATE). Hits of messages that do not exist (any more) are dropped:
+    an unknown or deleted message records nothing. Returns the number of events stored."""
+    messages = {
+        row[0]: _MessageFacts(*row[1:])
+        for row in Message.objects.filter(message_id__in={h.message_id for h in hits}).values_list(
+            "message_id", "pk", "delivery_date", "read_disposition"
+        )
+    }
+    hits = [h for h in hits if h.message_id in messages]
+    clicks = _click_times(hits, messages)
+    events = [_event(hit, messages[hit.message_id], clicks) for hit in hits]
+    _events_insert(events)
+    first_reads: dict[int, datetime] = {}
+    for hit in hits:
+        facts = messages[hit.message_id]
+        if facts.read_disposition == ReadDisposition.UNREAD:
+            first_reads[facts.pk] = min(hit.occurred_at, first_reads.get(facts.pk, hit.occurred_at))
+    messages_mark_read(first_reads=first_reads)
+    return len(events)
+
+
+_EVENT_COLUMNS = (
+    "message_id",
+    "kind",
+    "occurred_at",
+    "ip",
+    "user_agent",
+    "url",
+    "automated",
+    "automated_reason",
+)
+
+
+def _events_insert(events: list[TrackingEvent]) -> None:
+    """One multi-row INSERT; on PostgreSQL a COPY, which costs a third of it per row."""
+    if connection.vendor != "postgresql":
+        TrackingEvent.objects.bulk_create(events)
+        return
+    table = connection.ops.quote_name(TrackingEvent._meta.db_table)
+    with connection.cursor() as cursor:
+        with cursor.copy(f"COPY {table} ({', '.join(_EVENT_COLUMNS)}) FROM STDIN") as copy:
+            for event in events:
+                copy.write_row([getattr(event, column) for column in _EVENT_COLUMNS])
+
+
+def messages_mark_read(*, first_reads: dict[int, datetime]) -> int:
+    """Set `read` and `read_first_date` on the messages (pk: time of their first hit) that are
+    still unread, in one conditional UPDATE: of two writers racing for a message, the one
+    that commits second finds it read and changes nothing. Returns how many became read.
+
+    Raw SQL because the ORM can only give each row its own date with a CASE of one branch per
+    message, which the database evaluates in quadratic time: PostgreSQL joins a VALUES list
+    instead; SQLite, in-process, runs one short UPDATE per message.
+    """
+    if not first_reads:
+        return 0
+    table = connection.ops.quote_name(Message._meta.db_table)
+    rows = sorted(first_reads.items())  # one lock order for every writer
+    read, unread = ReadDisposition.READ.value, ReadDisposition.UNREAD.value
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            values = ", ".join(["(%s::bigint, %s::timestamptz)"] * len(rows))
+            cursor.execute(
+                f"UPDATE {table} AS m SET read_disposition = %s, read_first_date = v.at "
+                f"FROM (VALUES {values}) AS v(id, at) "
+                "WHERE m.id = v.id AND m.read_disposition = %s",
+                [read, *(value for row in rows for value in row), unread],
+            )
+        else:
+            cursor.executemany(
+                f"UPDATE {table} SET read_disposition = %s, read_first_date = %s "
+                "WHERE id = %s AND read_disposition = %s",
+                [
+                    (read, connection.ops.adapt_datetimefield_value(at), pk, unread)
+                    for pk, at in rows
+                ],
+            )
+        return cursor.rowcount
+
+
+@dataclass(frozen=True)
+class _MessageFacts:
+    pk: int
+    delivery_date: datetime | None
+    read_disposition: str
+
+
+def _event(hit: Hit, message: _MessageFacts, clicks: dict[int, list[datetime]]) -> TrackingEvent:
+    nearby = 0
+    if hit.kind == TrackingEvent.Kind.CLICK:
+        # The hit itself is among its message's clicks; do not count it.
+        nearby = clicks_nearby(clicks[message.pk], hit.occurred_at, BURST_WINDOW) - 1
+    verdict = hit_classify(
+        HitFacts(
+            kind=hit.kind,
+            method=hit.method,
+            user_agent=hit.user_agent,
+            ip=hit.ip,
+            occurred_at=hit.occurred_at,
+            delivery_date=message.delivery_date,
+            clicks_nearby=nearby,
+        )
+    )
+    return TrackingEvent(
+        message_id=message.pk,
+        kind=hit.kind,
+        occurred_at=hit.occurred_at,
+        ip=hit.ip,
+        user_agent=hit.user_agent[:USER_AGENT_MAX],
+        url=hit.url,
+        automated=verdict.automated,
+        automated_reason=verdict.reason,
+    )
+
+
+def _click_times(
+    hits: list[Hit], messages: dict[uuid.UUID, _MessageFacts]
+) -> dict[int, list[datetime]]:
+    """Click times per message pk: this batch's clicks and the stored ones just before it."""
+    times: dict[int, list[datetime]] = defaultdict(list)
+    batch_clicks = [h for h in hits if h.kind == TrackingEvent.Kind.CLICK]
+    if not batch_clicks:
+        return times
+    for hit in batch_clicks:
+        times[messages[hit.message_id].pk].append(hit.occurred_at)
+    since = min(h.occurred_at for h in batch_clicks) - BURST_WINDOW
+    stored = TrackingEvent.objects.filter(
+        message_id__in=list(times), kind=TrackingEvent.Kind.CLICK, occurred_at__gte=since
+    ).values_list("message_id", "occurred_at")
+    for pk, occurred_at in stored:
+        times[pk].append(occurred_at)
+    return times
+
+
+class _EventBuffer:
+    """Hits waiting for the next batch.
+
+    A batch is due when TRACKING_EVENT_BATCH hits wait or the oldest has waited
+    TRACKING_EVENT_FLUSH_INTERVAL. Under traffic, the request that finds it due writes it
+    after its response has gone out (`request_finished`), in the request's own thread: a
+    writer thread competing for the GIL with the request thread would slow every request
+    (each socket call waits for the GIL). When traffic stops, a timer thread writes what is
+    left; an exit hook writes the rest when the process stops. Thread and hook start with the
+    first hit of a process (after gunicorn has forked its workers).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hits: list[Hit] = []
+        self._oldest = 0.0
+        self._retry_at = 0.0
+        self._pid: int | None = None
+
+    def add(self, hit: Hit) -> None:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._start()
+            if not self._hits:
+                self._oldest = time.monotonic()
+            self._hits.append(hit)
+            self._trim()
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        return (
+            bool(self._hits)
+            and now >= self._retry_at
+            and (
+                len(self._hits) >= settings.TRACKING_EVENT_BATCH
+                or now - self._oldest >= settings.TRACKING_EVENT_FLUSH_INTERVAL
+            )
+        )
+
+    def take(self) -> list[Hit]:
+        with self._lock:
+            hits, self._hits = self._hits, []
+        return hits
+
+    def put_back(self, hits: list[Hit]) -> None:
+        """Keep a batch that could not be written, and wait an interval before the next try,
+        so that while the database is away requests do not each wait for it."""
+        with self._lock:
+            self._hits[:0] = hits
+            self._trim()
+            self._retry_at = time.monotonic() + (settings.TRACKING_EVENT_FLUSH_INTERVAL or 1.0)
+
+    def _trim(self) -> None:
+        excess = len(self._hits) - settings.TRACKING_EVENT_BUFFER_MAX
+        if excess > 0:
+            del self._hits[:excess]
+            logger.error("tracking event buffer full: dropped the %d oldest events", excess)
+
+    def _start(self) -> None:
+        # A new process (first use, or a fork that inherited a parent's buffer).
+        self._pid = os.getpid()
+        self._hits = []
+        threading.Thread(target=self._run, name="tracking-events", daemon=True).start()
+        atexit.register(_flush_quietly)
+
+    def _run(self) -> None:
+        while True:
+            # 0 means "write within the request"; this thread then only idles.
+            time.sleep(settings.TRACKING_EVENT_FLUSH_INTERVAL or 1.0)
+            if self.due():
+                _flush_quietly()
+                # Not kept open between batches: this thread never holds a connection slot
+                # (or a test database) while idle.
+                connection.close()
+
+
+def _flush_quietly() -> None:
+    try:
+        tracking_events_flush()
+    except DatabaseError:
+        logger.exception("writing tracking events failed; they are kept for a retry")
+    except Exception:
+        logger.exception("writing tracking events failed; this batch is dropped")
+
+
+@receiver(request_finished, dispatch_uid="tracking.engagement.flush_when_due")
+def _flush_when_due(sender, **kwargs) -> None:
+    if _buffer.due():
+        _flush_quietly()
+
+
+_buffer = _EventBuffer()
+_flush_lock = threading.Lock()

@@ -4,21 +4,28 @@ it."""
 
 from __future__ import annotations
 
+import email
 import uuid
 from datetime import timedelta
+from email.policy import default as default_policy
 
 import time_machine
+from django.test import Client
 from django.utils import timezone
+from selectolax.lexbor import LexborHTMLParser
 
 from tests.factories import LinkFactory
 from tracking import tasks
 from tracking.models import Disposition, Message
+
+READER = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"
 
 
 def test_a_message_sent_through_the_api_shows_its_real_delivery_in_the_portal(
     alice, alice_portal, mail_servers, sync_tasks, settings, django_capture_on_commit_callbacks
 ):
     settings.EMAIL_RETRY_SCHEDULE = [60]
+    settings.TRACKING_BASE_URL = "http://testserver"
     LinkFactory(node__account=alice.account, node__node_name="Bobs automotive", link_id="1234")
     mail_servers.mx.reply_to_rcpt["bob@example.net"] = "451 4.3.0 Try again later"
     start = timezone.now()
@@ -34,7 +41,8 @@ def test_a_message_sent_through_the_api_shows_its_real_delivery_in_the_portal(
                 "recipient_name": "Billy Bob",
                 "subject": "Your test drive",
                 "text_content": "Hello",
-                "html_content": "<html><body><p>Hello</p></body></html>",
+                "html_content": '<html><body><p><a href="https://dealer.example/offer">'
+                "See the offer</a></p></body></html>",
             },
             format="json",
         )
@@ -44,17 +52,33 @@ def test_a_message_sent_through_the_api_shows_its_real_delivery_in_the_portal(
     with time_machine.travel(start + timedelta(seconds=61)):
         assert tasks.sweep_due_messages() == 1
 
+    # The recipient opens the mail that arrived and clicks its link.
+    [received] = mail_servers.mx.received
+    html = email.message_from_bytes(received.data, policy=default_policy).get_body(("html",))
+    document = LexborHTMLParser(html.get_content())
+    [pixel] = [img.attributes["src"] for img in document.css("img")]
+    [link] = [a.attributes["href"] for a in document.css("a")]
+    reader = Client(HTTP_USER_AGENT=READER, REMOTE_ADDR="203.0.113.7")
+    message.refresh_from_db()
+    with time_machine.travel(message.delivery_date + timedelta(minutes=5), tick=False):
+        assert reader.get(pixel.removeprefix("http://testserver")).status_code == 200
+        assert reader.get(link.removeprefix("http://testserver")).status_code == 302
+
     detail = alice_portal.get(f"/messages/{message.message_id}")
     emails = alice_portal.get("/communications/?view=emails&status=sent")
 
-    assert [step.kind for step in detail.context["timeline"]] == [
-        "received",
-        "attempt-retry",
-        "attempt-ok",
-        "sent",
+    timeline = detail.context["timeline"]
+    assert [(step.kind, step.badge) for step in timeline] == [
+        ("received", ""),
+        ("attempt-retry", ""),
+        ("attempt-ok", ""),
+        ("sent", ""),
+        ("open", "Human"),
+        ("click", "Human"),
     ]
+    assert timeline[-1].detail == "https://dealer.example/offer"
     page = detail.content.decode()
     assert "451 4.3.0 Try again later" in page and "to mx.example.net" in page
-    assert emails.context["kpis"].emails == 1
+    assert emails.context["kpis"].emails == 1 and emails.context["kpis"].read == 1
     assert "Your test drive" in emails.content.decode()
     assert len(mail_servers.mx.received) == 1

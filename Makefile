@@ -24,13 +24,16 @@ demo: migrate
 	$(PY) manage.py seed_demo
 	$(PY) manage.py setup_schedules
 
-# Web, worker and inbound SMTP together; Ctrl-C stops all three.
+# Web, worker and inbound SMTP together; Ctrl-C (or a TERM to make) stops all three. The
+# jobs are stopped by pid: background jobs of a non-interactive shell ignore SIGINT.
 run: demo
 	@echo "web http://127.0.0.1:$(WEB_PORT)/  (portal demo/demo, API docs /rest/v1/docs)"
-	@bash -c 'trap "trap - INT TERM EXIT; kill 0" INT TERM EXIT; \
-		$(PY) manage.py runserver 127.0.0.1:$(WEB_PORT) & \
-		$(PY) manage.py qcluster & \
-		$(PY) manage.py smtpd & \
+	@bash -c 'pids=""; \
+		stop() { trap - INT TERM EXIT; kill -TERM $$pids 2>/dev/null; wait; }; \
+		trap stop INT TERM EXIT; \
+		$(PY) manage.py runserver 127.0.0.1:$(WEB_PORT) --noreload & pids="$$pids $$!"; \
+		$(PY) manage.py qcluster & pids="$$pids $$!"; \
+		$(PY) manage.py smtpd & pids="$$pids $$!"; \
 		wait'
 
 test: venv

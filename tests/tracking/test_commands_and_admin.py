@@ -94,3 +94,16 @@ def test_schema_and_docs_are_served(client):
     assert schema.status_code == 200
     assert b"/rest/v1/links/{link_id}/email_address" in schema.content
     assert client.get("/rest/v1/docs").status_code == 200
+
+
+def test_schema_documents_the_error_shape_on_every_operation(client):
+    schema = client.get("/rest/v1/schema", HTTP_ACCEPT="application/json").json()
+    assert schema["components"]["schemas"]["Errors"]["required"] == ["errors"]
+    link = schema["paths"]["/rest/v1/links/{link_id}"]
+    assert {"400", "401", "404"} <= set(link["get"]["responses"])
+    assert {"401", "404", "409"} <= set(link["delete"]["responses"])
+    send = schema["paths"]["/rest/v1/email"]["post"]["responses"]
+    assert {"400", "401", "413", "415"} <= set(send)
+    assert send["400"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Errors"
+    }

@@ -107,3 +107,8 @@ def test_schema_documents_the_error_shape_on_every_operation(client):
     assert send["400"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Errors"
     }
+
+
+def test_schema_says_a_link_may_have_no_alias_yet(client):
+    schema = client.get("/rest/v1/schema", HTTP_ACCEPT="application/json").json()
+    assert schema["components"]["schemas"]["Link"]["properties"]["email_address"]["nullable"]

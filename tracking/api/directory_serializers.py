@@ -57,7 +57,7 @@ class LinkSerializer(AccountScopedMixin, serializers.Serializer):
     node_id = AccountSlugField(source="node", slug_field="node_id", queryset=Node.objects.all())
     link_name = serializers.CharField(max_length=200)
     link_type = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
-    email_address = serializers.EmailField(read_only=True)
+    email_address = serializers.EmailField(read_only=True, allow_null=True)
     destination_contact_id = AccountSlugField(
         source="destination",
         slug_field="contact_id",

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from conversations.models import Conversation, ProxyDomain
-from conversations.services import address_domain, own_domains
+from conversations.models import Conversation
+from conversations.services import (
+    ProxyDomainNotUsable,
+    address_domain,
+    own_domains,
+    proxy_domain_for_account,
+)
 from tracking.api import email_serializers as tracking_email
 from tracking.api.directory_serializers import AccountSlugField
 from tracking.models import Link
@@ -33,6 +38,16 @@ def validate_parties(attrs: dict, *, own: set[str]) -> None:
         raise serializers.ValidationError(errors)
 
 
+def usable_proxy_domain(account, value: str) -> str:
+    """The domain, normalised, when the account may use it; the service owns the rule."""
+    try:
+        return proxy_domain_for_account(account=account, domain=value).domain
+    except ProxyDomainNotUsable:
+        raise serializers.ValidationError(
+            "proxy_domain is not configured for your account", code="not_configured"
+        ) from None
+
+
 class ProxyAddressSerializer(serializers.Serializer):
     link_id = AccountSlugField(source="link", slug_field="link_id", queryset=Link.objects.all())
     sender_address = tracking_email.AddressField(max_length=254)
@@ -45,10 +60,7 @@ class ProxyAddressSerializer(serializers.Serializer):
     conversation_id = serializers.UUIDField(read_only=True)
 
     def validate_proxy_domain(self, value: str) -> str:
-        account = self.context["request"].user.account
-        if not ProxyDomain.usable_by(account).filter(domain=value.strip().lower()).exists():
-            raise serializers.ValidationError("proxy_domain is not configured for your account")
-        return value.strip().lower()
+        return usable_proxy_domain(self.context["request"].user.account, value)
 
     def validate(self, attrs: dict) -> dict:
         validate_parties(attrs, own=self.context["own_domains"])
@@ -69,12 +81,7 @@ class SendEmailSerializer(tracking_email.SendEmailSerializer):
     account may use the domain (shared, or private to it)."""
 
     def validate_proxy_domain(self, value: str) -> str:
-        value = value.strip().lower()
-        if value and not ProxyDomain.usable_by(self.account).filter(domain=value).exists():
-            raise serializers.ValidationError(
-                "proxy_domain is not configured for your account", code="not_configured"
-            )
-        return value
+        return usable_proxy_domain(self.account, value) if value.strip() else ""
 
     def validate(self, attrs: dict) -> dict:
         attrs = super().validate(attrs)

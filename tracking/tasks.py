@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django_q.tasks import async_task
 
+from tracking.buffering import AfterResponseBuffer
 from tracking.delivery.deliver import domain_backlog, due_domains, messages_deliver
 from tracking.delivery.durability import relax_commit_durability
 from tracking.delivery.wakeup import (
@@ -34,6 +35,34 @@ def wake_delivery(domain: str) -> None:
         relax_commit_durability()  # the wake-up row, and the ORM broker's task row with it
         if delivery_wakeup_claim(domain=domain):
             async_task("tracking.tasks.deliver_domain", domain, task_name=f"deliver {domain}")
+
+
+def wake_delivery_soon(domain: str) -> None:
+    """On commit of an accepted message: `wake_delivery` for its domain, at once when
+    DELIVERY_WAKEUP_INTERVAL is 0, else with this process's next batch of wake-ups (after the
+    response, within the interval; tracking/buffering.py): one check per domain per batch
+    rather than one per message. A wake-up lost with its process (SIGKILL) delays the
+    message until the next sweep, never loses it: the message is committed already."""
+    if _wakeups.enabled:
+        _wakeups.add(domain)
+    else:
+        wake_delivery(domain)
+
+
+def _wake_domains(domains: list[str]) -> int:
+    unique = list(dict.fromkeys(domains))
+    for domain in unique:
+        wake_delivery(domain)
+    return len(unique)
+
+
+_wakeups: AfterResponseBuffer[str] = AfterResponseBuffer(
+    name="delivery-wakeups",
+    handle=_wake_domains,
+    interval=lambda: settings.DELIVERY_WAKEUP_INTERVAL,
+    batch=lambda: 1000,
+    limit=lambda: 100_000,
+)
 
 
 def deliver_message(message_pk: int) -> int:

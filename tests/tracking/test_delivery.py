@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import email
+import time
 from datetime import timedelta
 from email.policy import default as default_policy
 
@@ -350,6 +351,52 @@ def test_a_burst_to_one_domain_queues_one_task_that_delivers_all(
     with django_capture_on_commit_callbacks(execute=True):
         accept(alice_link, recipient_address="late@example.net")
     assert OrmQ.objects.count() == 3
+
+
+def test_batched_wakeups_check_each_domain_once_per_batch(
+    alice_link, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django_q.models import OrmQ
+
+    settings.DELIVERY_WAKEUP_INTERVAL = 3600  # no batch falls due by time here
+    monkeypatch.setattr(tasks._wakeups, "_start", lambda: None)  # nor by the timer thread
+    tasks._wakeups.flush()
+    for i in range(5):
+        with django_capture_on_commit_callbacks(execute=True):
+            accept(
+                alice_link, recipient_address=f"r{i}@{'other.example' if i == 4 else 'example.net'}"
+            )
+    assert OrmQ.objects.count() == 0  # nothing yet: the domains wait in this process
+    with CaptureQueriesContext(connection) as queries:
+        assert tasks._wakeups.flush() == 2
+    checks = [q for q in queries if q["sql"].startswith('SELECT 1 FROM "tracking_deliverywakeup"')]
+    assert len(checks) == 2  # one per domain, not one per message
+    assert OrmQ.objects.count() == 2
+    assert tasks._wakeups.flush() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batched_wakeup_goes_out_after_the_response_without_more_traffic(alice, settings):
+    """The web default: the timer thread wakes delivery within the interval."""
+    from django_q.models import OrmQ
+
+    from tests.factories import LinkFactory
+
+    settings.DELIVERY_WAKEUP_INTERVAL = 0.05
+    LinkFactory(account=alice.account, node__account=alice.account, link_id="l1")
+    body = {
+        "link_id": "l1", "sender_address": "a@iovox.example", "sender_name": "A",
+        "recipient_address": "b@example.net", "recipient_name": "B", "subject": "Hi",
+        "text_content": "Hi", "html_content": "<p>Hi</p>",
+    }  # fmt: skip
+    assert alice.client.post("/rest/v1/email", body, format="json").status_code == 201
+    for _ in range(100):  # bounded: up to 5 s
+        if OrmQ.objects.exists():
+            break
+        time.sleep(0.05)
+    assert OrmQ.objects.count() == 1
 
 
 def test_a_lost_wakeup_is_renewed_after_a_while(

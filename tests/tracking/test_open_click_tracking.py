@@ -388,7 +388,7 @@ def test_a_full_buffer_drops_its_oldest_hits_and_says_so(reader, db, settings, m
     message = MessageFactory()
     for n in range(3):
         reader.get(click_path(message.message_id, f"https://shop.example/{n}"))
-    assert "dropped the 1 oldest events" in caplog.text
+    assert "tracking-events: buffer full, dropped the 1 oldest items" in caplog.text
     assert recorder.tracking_events_flush() == 2
     assert list(message.events.values_list("url", flat=True)) == [
         "https://shop.example/1",

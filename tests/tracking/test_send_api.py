@@ -307,7 +307,7 @@ def test_a_broker_outage_at_commit_still_accepts_and_the_sweep_delivers(
     def broker_down(domain):
         raise ConnectionError("broker unreachable")
 
-    monkeypatch.setattr(messages, "wake_delivery", broker_down)
+    monkeypatch.setattr(messages, "wake_delivery_soon", broker_down)
     with django_capture_on_commit_callbacks(execute=True):
         response = post(alice, payload())
     assert response.status_code == 201
@@ -317,3 +317,55 @@ def test_a_broker_outage_at_commit_still_accepts_and_the_sweep_delivers(
         assert tasks.sweep_due_messages() == 1
     message.refresh_from_db()
     assert message.disposition == Disposition.SENT
+
+
+# --- the link cache -------------------------------------------------------------------------
+
+
+def delete_elsewhere(link) -> None:
+    """Delete a link as another process would: no signal reaches this process's cache."""
+    type(link).objects.filter(pk=link.pk)._raw_delete(using="default")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("with_attachment", [False, True], ids=["alone", "with-attachment"])
+def test_a_link_deleted_by_another_process_while_cached_is_a_400_not_a_500(
+    alice, link, with_attachment
+):
+    assert post(alice, payload()).status_code == 201  # the link is cached now
+    Message.objects.all().delete()  # so the link can go
+    delete_elsewhere(link)
+    attachments = [{"filename": "a.txt", "disposition": "attachment", "type": "text/plain",
+                    "body": b64(b"x")}] if with_attachment else None  # fmt: skip
+    response = post(alice, payload(attachments=attachments))
+    assert response.status_code == 400
+    assert response.json() == {"errors": ["link_id does not exist"]}
+    assert not Message.objects.exists()
+    assert post(alice, payload()).status_code == 400  # looked up again, still gone
+
+
+def test_a_link_renamed_in_this_process_is_looked_up_again(alice, link):
+    assert post(alice, payload()).status_code == 201  # cached as "1234"
+    link.link_id = "5678"
+    link.save()
+    response = post(alice, payload())
+    assert response.json() == {"errors": ["link_id does not exist"]}
+    assert post(alice, payload(link_id="5678")).status_code == 201
+
+
+def test_a_cached_link_is_never_another_accounts(alice, bob, link):
+    assert post(alice, payload()).status_code == 201  # alice's "1234" cached
+    response = post(bob, payload())
+    assert response.status_code == 400
+    assert response.json() == {"errors": ["link_id does not exist"]}
+
+
+def test_content_with_a_lone_surrogate_is_refused_by_the_fast_check(alice, link):
+    import json
+
+    body = json.dumps(payload(html_content="<p>ok</p>" * 1000 + "\ud800"))  # as "\\ud800"
+    response = alice.client.post("/rest/v1/email", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": ["html_content: surrogate characters are not allowed: U+D800"]
+    }

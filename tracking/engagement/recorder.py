@@ -17,7 +17,7 @@ Ctrl-C), in one transaction:
   both set it.
 
 Under traffic the batch is written by the request that finds it due, after its response has
-gone out; when traffic stops, by a timer thread.
+gone out; when traffic stops, by a timer thread (tracking/buffering.py).
 
 The trade-off, written down: the read status and the events show up to one interval late; a
 web process killed outright (SIGKILL, OOM kill, power loss) loses the hits of its last
@@ -32,21 +32,16 @@ TRACKING_EVENT_FLUSH_INTERVAL=0 writes each hit within its request instead (the 
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
-import threading
-import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.signals import request_finished
-from django.db import DatabaseError, connection, transaction
-from django.dispatch import receiver
+from django.db import connection, transaction
 
+from tracking.buffering import AfterResponseBuffer
 from tracking.engagement.classify import HitFacts, clicks_nearby, hit_classify
 from tracking.models import Message, ReadDisposition, TrackingEvent
 
@@ -71,27 +66,17 @@ class Hit:
 
 def tracking_hit_record(*, hit: Hit) -> None:
     """Record a hit: into the batch of this process, or at once when batching is off."""
-    if settings.TRACKING_EVENT_FLUSH_INTERVAL > 0:
+    if _buffer.enabled:
         _buffer.add(hit)
     else:
         tracking_events_write(hits=[hit])
 
 
 def tracking_events_flush() -> int:
-    """Write the hits buffered in this process; returns how many events were stored."""
-    # One writer at a time: the exit hook must wait for a batch the timer thread is writing,
-    # or that batch would die with the thread when the process ends.
-    with _flush_lock:
-        hits = _buffer.take()
-        if not hits:
-            return 0
-        try:
-            return tracking_events_write(hits=hits)
-        except DatabaseError:
-            # Unreachable, restarting, a deadlock, a message deleted under the batch: kept for
-            # the next try (which no longer finds a deleted message).
-            _buffer.put_back(hits)
-            raise
+    """Write the hits buffered in this process; returns how many events were stored. A batch
+    that fails with a DatabaseError (the database unreachable, a deadlock, a message deleted
+    under the batch) is kept for the next try, which no longer finds a deleted message."""
+    return _buffer.flush()
 
 
 @transaction.atomic
@@ -231,96 +216,10 @@ def _click_times(
     return times
 
 
-class _EventBuffer:
-    """Hits waiting for the next batch.
-
-    A batch is due when TRACKING_EVENT_BATCH hits wait or the oldest has waited
-    TRACKING_EVENT_FLUSH_INTERVAL. Under traffic, the request that finds it due writes it
-    after its response has gone out (`request_finished`), in the request's own thread: a
-    writer thread competing for the GIL with the request thread would slow every request
-    (each socket call waits for the GIL). When traffic stops, a timer thread writes what is
-    left; an exit hook writes the rest when the process stops. Thread and hook start with the
-    first hit of a process (after gunicorn has forked its workers).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._hits: list[Hit] = []
-        self._oldest = 0.0
-        self._retry_at = 0.0
-        self._pid: int | None = None
-
-    def add(self, hit: Hit) -> None:
-        with self._lock:
-            if self._pid != os.getpid():
-                self._start()
-            if not self._hits:
-                self._oldest = time.monotonic()
-            self._hits.append(hit)
-            self._trim()
-
-    def due(self) -> bool:
-        now = time.monotonic()
-        return (
-            bool(self._hits)
-            and now >= self._retry_at
-            and (
-                len(self._hits) >= settings.TRACKING_EVENT_BATCH
-                or now - self._oldest >= settings.TRACKING_EVENT_FLUSH_INTERVAL
-            )
-        )
-
-    def take(self) -> list[Hit]:
-        with self._lock:
-            hits, self._hits = self._hits, []
-        return hits
-
-    def put_back(self, hits: list[Hit]) -> None:
-        """Keep a batch that could not be written, and wait an interval before the next try,
-        so that while the database is away requests do not each wait for it."""
-        with self._lock:
-            self._hits[:0] = hits
-            self._trim()
-            self._retry_at = time.monotonic() + (settings.TRACKING_EVENT_FLUSH_INTERVAL or 1.0)
-
-    def _trim(self) -> None:
-        excess = len(self._hits) - settings.TRACKING_EVENT_BUFFER_MAX
-        if excess > 0:
-            del self._hits[:excess]
-            logger.error("tracking event buffer full: dropped the %d oldest events", excess)
-
-    def _start(self) -> None:
-        # A new process (first use, or a fork that inherited a parent's buffer).
-        self._pid = os.getpid()
-        self._hits = []
-        threading.Thread(target=self._run, name="tracking-events", daemon=True).start()
-        atexit.register(_flush_quietly)
-
-    def _run(self) -> None:
-        while True:
-            # 0 means "write within the request"; this thread then only idles.
-            time.sleep(settings.TRACKING_EVENT_FLUSH_INTERVAL or 1.0)
-            if self.due():
-                _flush_quietly()
-                # Not kept open between batches: this thread never holds a connection slot
-                # (or a test database) while idle.
-                connection.close()
-
-
-def _flush_quietly() -> None:
-    try:
-        tracking_events_flush()
-    except DatabaseError:
-        logger.exception("writing tracking events failed; they are kept for a retry")
-    except Exception:
-        logger.exception("writing tracking events failed; this batch is dropped")
-
-
-@receiver(request_finished, dispatch_uid="tracking.engagement.flush_when_due")
-def _flush_when_due(sender, **kwargs) -> None:
-    if _buffer.due():
-        _flush_quietly()
-
-
-_buffer = _EventBuffer()
-_flush_lock = threading.Lock()
+_buffer: AfterResponseBuffer[Hit] = AfterResponseBuffer(
+    name="tracking-events",
+    handle=lambda hits: tracking_events_write(hits=hits),
+    interval=lambda: settings.TRACKING_EVENT_FLUSH_INTERVAL,
+    batch=lambda: settings.TRACKING_EVENT_BATCH,
+    limit=lambda: settings.TRACKING_EVENT_BUFFER_MAX,
+)

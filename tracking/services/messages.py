@@ -14,7 +14,7 @@ from django.db import transaction
 
 from tracking.delivery.state import InvalidTransition, message_transition
 from tracking.models import Account, Attachment, Direction, Disposition, Link, Message
-from tracking.tasks import wake_delivery
+from tracking.tasks import wake_delivery_soon
 
 # Values that end up in a header line: a CR or LF in any of them would let the caller add
 # headers (or a whole body) of their own.
@@ -147,7 +147,7 @@ def message_accept(
     domain = message.recipient_domain
     # robust: the message is committed by then; if queueing fails the sweep delivers it, and
     # the caller must not see an error for a message that was accepted.
-    transaction.on_commit(lambda: wake_delivery(domain), robust=True)
+    transaction.on_commit(lambda: wake_delivery_soon(domain), robust=True)
     return message
 
 

@@ -113,6 +113,10 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 # --- Product --------------------------------------------------------------------------------
+# A credential that authenticated, and a link sent through, are remembered this long by each
+# web process (0: never), so a rotated or deactivated key may still work this long in another
+# process (tracking/caching.py).
+API_CACHE_SECONDS = env.float("API_CACHE_SECONDS", default=5)
 TRACKING_BASE_URL = env("TRACKING_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 # Open and click tracking (tracking/engagement). Proxies whose X-Forwarded-For is believed.
 TRACKING_TRUSTED_PROXIES = [
@@ -148,6 +152,9 @@ EMAIL_EXPIRY = env.int("EMAIL_EXPIRY", default=259200)
 DELIVERY_LOCK_SECONDS = env.int("DELIVERY_LOCK_SECONDS", default=600)
 # How many messages to one recipient domain a worker claims and sends over one connection.
 DELIVERY_BATCH_SIZE = env.int("DELIVERY_BATCH_SIZE", default=50)
+# A web process wakes delivery for the domains of the messages it accepted in batches, this
+# often (seconds; 0: once per message, on commit). See tracking/buffering.py.
+DELIVERY_WAKEUP_INTERVAL = env.float("DELIVERY_WAKEUP_INTERVAL", default=0.1)
 # The largest message accepted, by the API and by inbound SMTP (bytes of decoded content).
 MAX_MESSAGE_SIZE = env.int("MAX_MESSAGE_SIZE", default=25 * 1024 * 1024)
 # A JSON body carries attachments in base64 (4/3 of their size) plus the rest of the message.

@@ -87,8 +87,19 @@ def sync_tasks(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def tracking_events_written_at_once(settings):
-    """Tracking hits are written within their request in tests. The web default batches them
-    for later (tracking/engagement/recorder.py), possibly from a timer thread whose own
-    connection could not see a test's uncommitted rows."""
+def process_caches_start_empty():
+    """Each test starts with nothing cached from another test's (rolled back) rows."""
+    from tracking.services.accounts import credential_cache
+    from tracking.services.directory import link_cache
+
+    credential_cache.clear()
+    link_cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def batches_handled_at_once(settings):
+    """Tracking hits are written, and delivery woken, within their request in tests. The web
+    default batches both for later (tracking/buffering.py), possibly from a timer thread whose
+    own connection could not see a test's uncommitted rows."""
     settings.TRACKING_EVENT_FLUSH_INTERVAL = 0
+    settings.DELIVERY_WAKEUP_INTERVAL = 0

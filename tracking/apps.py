@@ -1,6 +1,18 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_delete, post_save
 
 
 class TrackingConfig(AppConfig):
     name = "tracking"
     verbose_name = "Tracking"
+
+    def ready(self) -> None:
+        from tracking.models import ApiCredential, Link
+        from tracking.services.accounts import credential_cache
+        from tracking.services.directory import link_cache
+
+        # Not business logic: this process forgets what it cached of a changed or deleted row.
+        for model, cache in ((ApiCredential, credential_cache), (Link, link_cache)):
+            for signal, event in ((post_save, "saved"), (post_delete, "deleted")):
+                uid = f"{model.__name__}-{event}-cache"
+                signal.connect(cache.clear, model, weak=False, dispatch_uid=uid)

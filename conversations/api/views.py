@@ -17,6 +17,7 @@ from conversations.api.serializers import (
 from conversations.services import conversation_open, conversation_send, own_domains
 from tracking.api import email_views
 from tracking.api.exceptions import error_list
+from tracking.services.directory import LinkGone, link_must_exist
 from tracking.services.messages import message_accept
 
 
@@ -94,12 +95,17 @@ class SendEmailView(email_views.SendEmailView):
         data = dict(serializer.validated_data)
         proxy_domain = data.pop("proxy_domain", "")
         account = request.user.account
-        if not proxy_domain:
-            message = message_accept(account=account, **data)
-            return Response({"message_id": str(message.message_id)}, status.HTTP_201_CREATED)
-        conversation, message = conversation_send(
-            account=account, proxy_domain=proxy_domain, **data
-        )
+        try:
+            with link_must_exist(data["link"]):
+                if not proxy_domain:
+                    message = message_accept(account=account, **data)
+                    body = {"message_id": str(message.message_id)}
+                    return Response(body, status.HTTP_201_CREATED)
+                conversation, message = conversation_send(
+                    account=account, proxy_domain=proxy_domain, **data
+                )
+        except LinkGone:
+            raise serializers.ValidationError({"link_id": ["does not exist"]}) from None
         body = {
             "message_id": str(message.message_id),
             "conversation_id": str(conversation.conversation_id),

@@ -66,13 +66,51 @@ def test_rotation_retires_the_old_key(alice):
 
 
 def test_last_used_is_written_at_most_once_a_minute(alice, django_assert_num_queries):
+    import time_machine
+
     alice.client.get("/rest/v1/nodes")
     first = ApiCredential.objects.get(pk=alice.credential.pk).last_used
     assert first is not None
-    # Within the minute: the credential lookup and the list, no UPDATE.
-    with django_assert_num_queries(2):
+    # Within the minute: the list only; the credential is cached and no UPDATE is made.
+    with django_assert_num_queries(1):
         alice.client.get("/rest/v1/nodes")
-    stale = timezone.now() - timedelta(minutes=5)
-    ApiCredential.objects.filter(pk=alice.credential.pk).update(last_used=stale)
+    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
+        alice.client.get("/rest/v1/nodes")
+    assert ApiCredential.objects.get(pk=alice.credential.pk).last_used > first
+
+
+def test_a_cached_credential_still_has_its_key_checked(alice):
+    assert alice.client.get("/rest/v1/nodes").status_code == 200  # cached now
+    client = APIClient()
+    client.credentials(HTTP_USERNAME="alice", HTTP_SECUREKEY=alice.secure_key + "x")
+    assert client.get("/rest/v1/nodes").status_code == 401
+
+
+def test_deactivating_a_credential_takes_effect_at_once_in_the_same_process(alice):
+    assert alice.client.get("/rest/v1/nodes").status_code == 200  # cached now
+    credential = ApiCredential.objects.get(pk=alice.credential.pk)
+    credential.is_active = False
+    credential.save()  # as the admin does
+    assert alice.client.get("/rest/v1/nodes").status_code == 401
+
+
+def test_another_process_sees_a_change_within_the_cache_time(alice, settings, monkeypatch):
+    """A change made elsewhere (here: an UPDATE, which sends no signal) is seen once the
+    cached entry is older than API_CACHE_SECONDS."""
+    import time
+
+    from tracking import caching
+
+    assert alice.client.get("/rest/v1/nodes").status_code == 200  # cached now
+    ApiCredential.objects.filter(pk=alice.credential.pk).update(is_active=False)
+    assert alice.client.get("/rest/v1/nodes").status_code == 200  # still cached
+    later = time.monotonic() + settings.API_CACHE_SECONDS + 1
+    monkeypatch.setattr(caching.time, "monotonic", lambda: later)
+    assert alice.client.get("/rest/v1/nodes").status_code == 401
+
+
+def test_no_caching_with_a_cache_time_of_zero(alice, settings, django_assert_num_queries):
+    settings.API_CACHE_SECONDS = 0
     alice.client.get("/rest/v1/nodes")
-    assert ApiCredential.objects.get(pk=alice.credential.pk).last_used > stale
+    with django_assert_num_queries(2):  # the credential and the list, every time
+        alice.client.get("/rest/v1/nodes")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from tracking.models import ApiCredential
+from tracking.services.accounts import credential_authenticate
 
 
 class SecureKeyAuthentication(authentication.BaseAuthentication):
@@ -14,14 +14,9 @@ class SecureKeyAuthentication(authentication.BaseAuthentication):
         secure_key = request.META.get("HTTP_SECUREKEY", "")
         if not username or not secure_key:
             raise exceptions.NotAuthenticated("username and secureKey headers are required")
-        credential = (
-            ApiCredential.objects.select_related("account")
-            .filter(username=username, is_active=True)
-            .first()
-        )
-        if credential is None or not credential.key_matches(secure_key):
+        credential = credential_authenticate(username=username, secure_key=secure_key)
+        if credential is None:
             raise exceptions.AuthenticationFailed("username or secureKey is not valid")
-        credential.touch()
         return credential, credential
 
     def authenticate_header(self, request) -> str:

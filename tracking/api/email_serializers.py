@@ -11,9 +11,11 @@ from datetime import UTC, datetime
 from django.conf import settings
 from rest_framework import exceptions, serializers, status
 
+from tracking.api.fields import CharField
 from tracking.engagement.events import message_events
 from tracking.models import Account, Attachment, Link, Message
 from tracking.search import SearchQuery, search_rows
+from tracking.services.directory import link_for_sending
 from tracking.services.messages import AttachmentDraft, has_line_break
 
 MIME_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$", re.I)
@@ -31,7 +33,7 @@ def no_line_breaks(value: str) -> str:
     return value
 
 
-class HeaderCharField(serializers.CharField):
+class HeaderCharField(CharField):
     """A value that goes into a header line: CR and LF are refused (header injection)."""
 
     def __init__(self, **kwargs):
@@ -73,7 +75,7 @@ class AttachmentSerializer(serializers.Serializer):
         error_messages={"invalid_choice": 'must be "inline" or "attachment"'},
     )
     type = HeaderCharField(max_length=255)
-    body = serializers.CharField(trim_whitespace=True, allow_blank=True)
+    body = CharField(trim_whitespace=True, allow_blank=True)
     filename = HeaderCharField(max_length=255, required=False, allow_blank=True, default="")
     id = HeaderCharField(max_length=255, required=False, allow_blank=True, default="")
 
@@ -122,14 +124,14 @@ class SendEmailSerializer(serializers.Serializer):
     `validate_proxy_domain` refuses every domain here; the conversations app subclasses this
     serializer to accept the domains configured for the account."""
 
-    link_id = serializers.CharField(max_length=100)
+    link_id = CharField(max_length=100)
     sender_address = AddressField(max_length=254)
     sender_name = HeaderCharField(max_length=200)
     recipient_address = AddressField(max_length=254)
     recipient_name = HeaderCharField(max_length=200)
     subject = HeaderCharField(max_length=998)
-    text_content = serializers.CharField(trim_whitespace=False)
-    html_content = serializers.CharField(trim_whitespace=False)
+    text_content = CharField(trim_whitespace=False)
+    html_content = CharField(trim_whitespace=False)
     proxy_domain = HeaderCharField(max_length=253, required=False, allow_blank=True, default="")
     proxy_name = HeaderCharField(max_length=200, required=False, allow_blank=True, default="")
     attachments = AttachmentSerializer(many=True, required=False, default=list)
@@ -139,7 +141,7 @@ class SendEmailSerializer(serializers.Serializer):
         return self.context["request"].user.account
 
     def validate_link_id(self, value: str) -> Link:
-        link = Link.objects.filter(account=self.account, link_id=value).first()
+        link = link_for_sending(account=self.account, link_id=value)
         if link is None:
             raise serializers.ValidationError("does not exist", code="does_not_exist")
         return link

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tracking import access
 from tracking.api.email_serializers import SendEmailSerializer, message_detail
-from tracking.services.messages import message_accept
 
 SENT_RESPONSE = inline_serializer(
     "EmailAccepted",
@@ -22,23 +21,13 @@ SENT_RESPONSE = inline_serializer(
 
 
 class SendEmailView(APIView):
+    """Base of `POST /rest/v1/email`, whose `post` is the conversations app's (one route, with
+    or without a proxy domain)."""
+
     serializer_class = SendEmailSerializer
 
     def get_serializer(self, *args, **kwargs):
         return self.serializer_class(*args, context={"request": self.request}, **kwargs)
-
-    @extend_schema(
-        request=SendEmailSerializer,
-        responses={201: SENT_RESPONSE, 400: OpenApiResponse(description="{'errors': [...]}")},
-    )
-    def post(self, request):
-        """Accept a tracked email for delivery. 201 once it is stored and queued."""
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = dict(serializer.validated_data)
-        data.pop("proxy_domain", None)
-        message = message_accept(account=request.user.account, **data)
-        return Response({"message_id": str(message.message_id)}, status=status.HTTP_201_CREATED)
 
 
 class EmailDetailView(APIView):

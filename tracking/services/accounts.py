@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
+from tracking.caching import ProcessCache
 from tracking.models import Account, ApiCredential, User
 from tracking.models.accounts import hash_secure_key
 
@@ -41,6 +42,33 @@ def credential_rotate(*, credential: ApiCredential, secure_key: str | None = Non
     credential.key_hint = key[:4]
     credential.save(update_fields=["key_hash", "key_hint"])
     return key
+
+
+# Credentials that authenticated recently in this process, by username, so a client sending
+# back to back costs no lookup per request. Cleared when this process changes or deletes a
+# credential (TrackingConfig.ready); another process sees a rotated or deactivated key within
+# API_CACHE_SECONDS. Only credentials found active are kept: an unknown username or a wrong key
+# always goes to the database, and a cached credential still has the key checked.
+credential_cache: ProcessCache[ApiCredential] = ProcessCache()
+
+
+def credential_authenticate(*, username: str, secure_key: str) -> ApiCredential | None:
+    """The active credential for this username and key (with its account), or None; its
+    use is recorded (`touch`)."""
+    credential = credential_cache.get(username)
+    if credential is None:
+        credential = (
+            ApiCredential.objects.select_related("account")
+            .filter(username=username, is_active=True)
+            .first()
+        )
+        if credential is None:
+            return None
+        credential_cache.put(username, credential)
+    if not credential.key_matches(secure_key):
+        return None
+    credential.touch()
+    return credential
 
 
 @transaction.atomic

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from tracking.caching import ProcessCache
 from tracking.models import Account, AliasDomain, Contact, Link, Node
 
 # RFC 5321 allows 64 octets in a local part; we keep a margin for a collision suffix.
@@ -45,6 +48,42 @@ def link_create(
         link_type=link_type,
         destination=destination,
     )
+
+
+# Links that messages were sent through recently in this process, by (account pk, link_id):
+# a client sending back to back costs no lookup per message. Cleared when this process saves
+# or deletes a link (TrackingConfig.ready); a link deleted by another process meanwhile makes
+# the INSERT fail its foreign key, which `link_must_exist` turns into "does not exist".
+link_cache: ProcessCache[Link] = ProcessCache()
+
+
+class LinkGone(Exception):
+    """The link was deleted while a message was being accepted for it."""
+
+
+def link_for_sending(*, account: Account, link_id: str) -> Link | None:
+    """The account's link with this link_id (the customer's id), or None."""
+    key = (account.pk, link_id)
+    link = link_cache.get(key)
+    if link is None:
+        link = Link.objects.filter(account=account, link_id=link_id).first()
+        if link is None:
+            return None
+        link_cache.put(key, link)
+    return link
+
+
+@contextmanager
+def link_must_exist(link: Link) -> Iterator[None]:
+    """Around accepting a message for a link found by `link_for_sending`: a foreign key
+    failure because the link is gone becomes LinkGone; any other error passes through."""
+    try:
+        yield
+    except IntegrityError:
+        if Link.objects.filter(pk=link.pk).exists():
+            raise
+        link_cache.clear()
+        raise LinkGone(link.link_id) from None
 
 
 def link_update(*, link: Link, **fields: Any) -> Link:

@@ -1,0 +1,34 @@
+"""Serializer fields shared by the API's serializers."""
+
+from __future__ import annotations
+
+import re
+
+from rest_framework import serializers
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
+
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class SurrogateCharactersValidator(ProhibitSurrogateCharactersValidator):
+    """DRF's rule (lone UTF-16 surrogates, which JSON can carry, are refused) with its message,
+    checked by a regular expression rather than a Python loop over every character: a
+    message's HTML or a base64 attachment is megabytes long."""
+
+    def __call__(self, value) -> None:
+        if match := SURROGATE.search(str(value)):
+            message = self.message.format(code_point=ord(match.group()))
+            raise serializers.ValidationError(message, code=self.code)
+
+
+class CharField(serializers.CharField):
+    """DRF's CharField with the fast surrogate check."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.validators = [
+            SurrogateCharactersValidator()
+            if isinstance(validator, ProhibitSurrogateCharactersValidator)
+            else validator
+            for validator in self.validators
+        ]

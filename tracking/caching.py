@@ -1,0 +1,45 @@
+"""A small in-process cache with a time to live, for lookups a web process repeats on every
+request (an API client's credential, the link it sends through)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+from django.conf import settings
+
+V = TypeVar("V")
+
+
+class ProcessCache(Generic[V]):
+    """Values by key, each kept API_CACHE_SECONDS (0: nothing is kept). Bounded: when full it
+    starts again empty. Other processes are not told of a change; a value is at most that old."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl: Callable[[], float] = lambda: settings.API_CACHE_SECONDS) -> None:
+        self.ttl = ttl
+        self._entries: dict[Hashable, tuple[float, V]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key: Hashable, value: V) -> None:
+        ttl = self.ttl()
+        if ttl <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[key] = (time.monotonic() + ttl, value)
+
+    def clear(self, *args, **kwargs) -> None:
+        """Forget everything (also usable as a signal receiver)."""
+        with self._lock:
+            self._entries.clear()

@@ -7,6 +7,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
+from tracking.delivery.dkim import InvalidKey, dkim_key_add, dkim_key_check
 from tracking.models import (
     Account,
     AliasDomain,
@@ -14,6 +15,7 @@ from tracking.models import (
     Attachment,
     Contact,
     DeliveryAttempt,
+    DkimKey,
     Link,
     Message,
     Node,
@@ -69,6 +71,64 @@ class ApiCredentialAdmin(admin.ModelAdmin):
         for credential in queryset:
             key = credential_rotate(credential=credential)
             messages.warning(request, f"New secure key of {credential.username}: {key}")
+
+
+class DkimKeyForm(forms.ModelForm):
+    private_key = forms.CharField(
+        widget=forms.Textarea,
+        required=False,
+        help_text="A PEM RSA private key; leave empty to generate a new 2048-bit key.",
+    )
+
+    class Meta:
+        model = DkimKey
+        fields = ["domain", "selector", "private_key", "is_active"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.instance.pk is None and cleaned.get("domain") and cleaned.get("selector"):
+            try:
+                dkim_key_check(
+                    domain=cleaned["domain"],
+                    selector=cleaned["selector"],
+                    private_key=cleaned.get("private_key") or "",
+                )
+            except InvalidKey as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return cleaned
+
+
+@admin.register(DkimKey)
+class DkimKeyAdmin(admin.ModelAdmin):
+    """Keys are added here (or with `manage.py add_dkim_key`); afterwards only switched on
+    or off. The private key is never shown again."""
+
+    form = DkimKeyForm
+    list_display = ["domain", "selector", "is_active", "created_at"]
+    list_filter = ["is_active"]
+    search_fields = ["domain"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["domain", "selector", "private_key"]
+        return ["domain", "selector", "dns_record", "is_active", "created_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else ["domain", "selector", "dns_record", "created_at"]
+
+    @admin.display(description="DNS TXT record to publish")
+    def dns_record(self, obj: DkimKey) -> str:
+        return f"{obj.dns_name}. IN TXT {obj.dns_txt_strings}"
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            obj.save(update_fields=["is_active"])
+            return
+        added = dkim_key_add(
+            domain=obj.domain, selector=obj.selector, private_key=form.cleaned_data["private_key"]
+        )
+        obj.pk = added.pk
+        messages.info(request, f"Publish: {self.dns_record(added)}")
 
 
 @admin.register(AliasDomain)

@@ -7,12 +7,14 @@ class TrackingConfig(AppConfig):
     verbose_name = "Tracking"
 
     def ready(self) -> None:
-        from tracking.models import ApiCredential, Link
+        from tracking.delivery.dkim import dkim_key_cache
+        from tracking.models import ApiCredential, DkimKey, Link
         from tracking.services.accounts import credential_cache
         from tracking.services.directory import link_cache
 
         # Not business logic: this process forgets what it cached of a changed or deleted row.
-        for model, cache in ((ApiCredential, credential_cache), (Link, link_cache)):
+        caches = ((ApiCredential, credential_cache), (Link, link_cache), (DkimKey, dkim_key_cache))
+        for model, cache in caches:
             for signal, event in ((post_save, "saved"), (post_delete, "deleted")):
                 uid = f"{model.__name__}-{event}-cache"
                 signal.connect(cache.clear, model, weak=False, dispatch_uid=uid)

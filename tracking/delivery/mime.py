@@ -27,6 +27,7 @@ from email.mime.text import MIMEText
 from email.policy import compat32
 from email.utils import format_datetime, formataddr
 
+from tracking.delivery.dkim import dkim_sign
 from tracking.engagement.content import OutgoingContent, message_tracked_content
 from tracking.engagement.mime import mime_add_tracking
 from tracking.models import Attachment, Message
@@ -40,10 +41,13 @@ UTF8_QP.body_encoding = QP  # readable for mostly-ASCII text, and wraps long lin
 
 def message_outgoing_bytes(message: Message) -> bytes:
     """What delivery hands to the MX: the one place every outgoing message passes through,
-    and where open and click tracking goes in (the same bytes on every attempt)."""
+    where open and click tracking goes in (the same bytes on every attempt) and, last, our
+    DKIM signature (tracking/delivery/dkim.py)."""
     if message.source_mime:
-        return mime_add_tracking(bytes(message.source_mime), message_id=message.message_id)
-    return message_build_mime(message, content=message_tracked_content(message))
+        data = mime_add_tracking(bytes(message.source_mime), message_id=message.message_id)
+    else:
+        data = message_build_mime(message, content=message_tracked_content(message))
+    return dkim_sign(data)
 
 
 def _header(value: str) -> str | Header:

@@ -12,6 +12,7 @@ from tracking.models.messages import (
     ReadDisposition,
     TrackingEvent,
 )
+from tracking.models.signing import DkimKey
 
 __all__ = [
     "Account",
@@ -21,6 +22,7 @@ __all__ = [
     "Contact",
     "DeliveryAttempt",
     "DeliveryWakeup",
+    "DkimKey",
     "Direction",
     "Disposition",
     "Link",

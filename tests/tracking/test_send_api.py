@@ -369,3 +369,48 @@ def test_content_with_a_lone_surrogate_is_refused_by_the_fast_check(alice, link)
     assert response.json() == {
         "errors": ["html_content: surrogate characters are not allowed: U+D800"]
     }
+
+
+def test_serializer_instances_share_no_field_state_even_across_threads(alice, link):
+    """Fields are shallow copies of the declared ones (CopiedFieldsMixin): instances validated
+    at the same time in several threads each see only their own data and errors."""
+    import threading
+    from types import SimpleNamespace
+
+    from tracking.api.email_serializers import SendEmailSerializer
+
+    context = {"request": SimpleNamespace(user=alice.credential)}
+    first, second = SendEmailSerializer(context=context), SendEmailSerializer(context=context)
+    assert first.fields["subject"] is not second.fields["subject"]
+    assert first.fields["subject"].parent is first
+
+    # Validated once here, so the threads find the link in the cache (their own database
+    # connections could not see this test's rows).
+    assert SendEmailSerializer(data=payload(), context=context).is_valid()
+    results: dict[int, object] = {}
+
+    def validate(n: int) -> None:
+        attachment = {
+            "filename": f"f{n}.txt",
+            "disposition": "attachment",
+            "type": "text/plain" if n % 2 == 0 else "not a type",
+            "body": b64(b"x" * n),
+        }
+        serializer = SendEmailSerializer(
+            data=payload(subject=f"subject {n}", attachments=[attachment]), context=context
+        )
+        valid = serializer.is_valid()
+        results[n] = serializer.validated_data if valid else serializer.errors
+
+    threads = [threading.Thread(target=validate, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    for n, result in results.items():
+        if n % 2 == 0:
+            assert result["subject"] == f"subject {n}"
+            assert result["attachments"][0].filename == f"f{n}.txt"
+        else:
+            assert set(result) == {"attachments"}
+    assert len(results) == 8

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from rest_framework import exceptions, serializers, status
 
-from tracking.api.fields import CharField
+from tracking.api.fields import CharField, CopiedFieldsMixin
 from tracking.engagement.events import message_events
 from tracking.models import Account, Attachment, Link, Message
 from tracking.search import SearchQuery, search_rows
@@ -117,7 +117,7 @@ class AttachmentSerializer(serializers.Serializer):
         )
 
 
-class SendEmailSerializer(serializers.Serializer):
+class SendEmailSerializer(CopiedFieldsMixin, serializers.Serializer):
     """The send fields of the spec. Every problem is reported at once. `validated_data` holds
     `link` (a Link of the caller's account) and `attachments` (AttachmentDraft objects).
 

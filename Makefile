@@ -24,16 +24,18 @@ demo: migrate
 	$(PY) manage.py seed_demo
 	$(PY) manage.py setup_schedules
 
-# Web, worker and inbound SMTP together; Ctrl-C (or a TERM to make) stops all three. The
-# jobs are stopped by pid: background jobs of a non-interactive shell ignore SIGINT.
+# Web, worker and inbound SMTP together; Ctrl-C (or a TERM to make or to its process group)
+# stops all three. Each runs in a session of its own (setsid), so it gets exactly one TERM, from
+# this shell: a second signal while qcluster stops (Ctrl-C reaches the whole foreground group)
+# deadlocks django-q2's cluster.
 run: demo
 	@echo "web http://127.0.0.1:$(WEB_PORT)/  (portal demo/demo, API docs /rest/v1/docs)"
 	@bash -c 'pids=""; \
 		stop() { trap - INT TERM EXIT; kill -TERM $$pids 2>/dev/null; wait; }; \
 		trap stop INT TERM EXIT; \
-		$(PY) manage.py runserver 127.0.0.1:$(WEB_PORT) --noreload & pids="$$pids $$!"; \
-		$(PY) manage.py qcluster & pids="$$pids $$!"; \
-		$(PY) manage.py smtpd & pids="$$pids $$!"; \
+		setsid $(PY) manage.py runserver 127.0.0.1:$(WEB_PORT) --noreload & pids="$$pids $$!"; \
+		setsid $(PY) manage.py qcluster & pids="$$pids $$!"; \
+		setsid $(PY) manage.py smtpd & pids="$$pids $$!"; \
 		wait'
 
 test: venv

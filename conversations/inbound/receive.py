@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from conversations.inbound.mime import Envelope, ParsedMessage, received_header
+from conversations.inbound.mime import Envelope, loop_reason, received_header
 from conversations.models import InboundMessage, RoutingWakeup
 from tracking.delivery.wakeup import Wakeups
 
@@ -56,10 +56,10 @@ def inbound_receive(*, envelope: Envelope, recipients: list[str], raw: bytes) ->
 def inbound_receive_many(arrivals: Sequence[Arrival]) -> list[InboundMessage]:
     """Store messages, in one transaction (one durable commit for all of them), each with our
     Received trace line on top, as `pending` or, when it is in a mail loop, as `refused` with
-    the reason, so the SMTP server can refuse it. Only the header block is parsed here; the
+    the reason, so the SMTP server can refuse it. Only the header names are read here; the
     worker reads the rest. The caller wakes the worker once this has committed
     (`inbound_enqueue_routing`)."""
-    # A single INSERT is atomic by itself; bulk_create wraps the batches of a long list.
+    # bulk_create: one INSERT (a long list in batches), in one transaction.
     return InboundMessage.objects.bulk_create([_inbound_row(arrival) for arrival in arrivals])
 
 
@@ -68,7 +68,7 @@ def _inbound_row(arrival: Arrival) -> InboundMessage:
     queue_id = secrets.token_hex(6)
     trace = received_header(envelope=envelope, recipients=arrival.recipients, queue_id=queue_id)
     raw = trace + arrival.raw
-    loop = ParsedMessage.parse(raw).loop_reason()
+    loop = loop_reason(raw)
     return InboundMessage(
         peer=envelope.peer[:100],
         mail_from=envelope.mail_from[:998],

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import SMTP
-from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -120,7 +119,7 @@ def messages_accept(drafts: Sequence[MessageDraft]) -> list[Message]:
     for domain in dict.fromkeys(message.recipient_domain for message in messages):
         # robust: the messages are committed by then; if queueing fails the sweep delivers
         # them, and the caller must not see an error for a message that was accepted.
-        transaction.on_commit(partial(wake_delivery, domain), robust=True)
+        transaction.on_commit(lambda domain=domain: wake_delivery(domain), robust=True)
     return messages
 
 

@@ -56,6 +56,11 @@ ROUTE_LIMIT = 5000
 SQLITE_GAP = 0.003
 # Messages taken and routed in one transaction (PostgreSQL).
 ROUTE_BATCH = 50
+# After a batch that was not full, the wait before the next (PostgreSQL). A batch costs about
+# 3 ms of fixed work (the claim, the lookups, the writes) and 0.5 ms a message: routing a
+# stream as it trickles in, 4 messages a batch, cost twice the CPU a message of full batches,
+# CPU the server and delivery needed. Mail can wait 20 ms.
+ROUTE_LINGER = 0.02
 
 
 @dataclass
@@ -93,8 +98,10 @@ def inbound_route_pending(*, limit: int = ROUTE_LIMIT) -> int:
     routed. Several workers may do this at once: each message is taken by one of them.
 
     On PostgreSQL a batch of messages is taken and routed in one transaction (fewer round
-    trips); if one of them fails, the batch rolls back and each is routed on its own, so only
-    that one ends `failed`. SQLite takes one message at a time, with a gap (SQLITE_GAP)."""
+    trips), and a batch that was not full is followed by a short wait (ROUTE_LINGER) so the
+    next is fuller; if one of them fails, the batch rolls back and each is routed on its own,
+    so only that one ends `failed`. SQLite takes one message at a time, with a gap
+    (SQLITE_GAP)."""
     sqlite = connection.vendor == "sqlite"
     done = 0
     while done < limit:
@@ -104,6 +111,8 @@ def inbound_route_pending(*, limit: int = ROUTE_LIMIT) -> int:
         done += int(routed)
         if sqlite:
             time.sleep(SQLITE_GAP)
+        elif routed < ROUTE_BATCH:
+            time.sleep(ROUTE_LINGER)
     return done
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -65,16 +66,23 @@ def own_domains() -> set[str]:
 
 
 def is_own_domain(domain: str) -> bool:
-    domain = domain.strip().lower()
-    if domain in {settings.ALIAS_DOMAIN, settings.BOUNCE_DOMAIN}:
-        return True
-    return (
-        AliasDomain.objects.filter(domain=domain)
-        .order_by()
-        .values_list("domain")
-        .union(ProxyDomain.objects.filter(domain=domain).order_by().values_list("domain"))
-        .exists()
-    )
+    return bool(own_domains_among([domain]))
+
+
+def own_domains_among(domains: Iterable[str]) -> set[str]:
+    """Those of `domains` (lower-cased) that are our own alias, bounce or proxy domains, in
+    one query for all of them (a worker's batch)."""
+    domains = {domain.strip().lower() for domain in domains}
+    own = domains & {settings.ALIAS_DOMAIN, settings.BOUNCE_DOMAIN}
+    if rest := domains - own:
+        configured = (
+            AliasDomain.objects.filter(domain__in=rest)
+            .order_by()
+            .values_list("domain")
+            .union(ProxyDomain.objects.filter(domain__in=rest).order_by().values_list("domain"))
+        )
+        own |= {domain for (domain,) in configured}
+    return own
 
 
 def address_domain(address: str) -> str:

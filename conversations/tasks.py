@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from conversations.inbound import routing
-from conversations.inbound.receive import inbound_messages_purge
+from conversations.inbound.receive import ROUTING, inbound_messages_purge, routing_wakeups
 from conversations.models import InboundMessage
 
 # A message still pending after this long lost its task (or its worker): route it now.
@@ -15,7 +15,9 @@ SWEEP_AFTER = timedelta(minutes=1)
 
 
 def inbound_route_pending() -> int:
-    """Enqueued by the SMTP server once messages are stored."""
+    """Enqueued by the SMTP server once messages are stored. Started, it lets the next
+    stored message queue another task: it looks for pending messages only after this."""
+    routing_wakeups.clear(ROUTING)
     return routing.inbound_route_pending()
 
 

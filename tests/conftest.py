@@ -89,11 +89,12 @@ def sync_tasks(monkeypatch):
 @pytest.fixture(autouse=True)
 def process_caches_start_empty():
     """Each test starts with nothing cached from another test's (rolled back) rows."""
+    from tracking.delivery.dkim import dkim_key_cache
     from tracking.services.accounts import credential_cache
     from tracking.services.directory import link_cache
 
-    credential_cache.clear()
-    link_cache.clear()
+    for cache in (credential_cache, link_cache, dkim_key_cache):
+        cache.clear()
 
 
 @pytest.fixture(autouse=True)

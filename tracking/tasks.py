@@ -9,32 +9,21 @@ from __future__ import annotations
 import math
 
 from django.conf import settings
-from django.db import transaction
 from django_q.tasks import async_task
 
 from tracking.buffering import AfterResponseBuffer
 from tracking.delivery.deliver import domain_backlog, due_domains, messages_deliver
-from tracking.delivery.durability import relax_commit_durability
-from tracking.delivery.wakeup import (
-    delivery_wakeup_claim,
-    delivery_wakeup_clear,
-    delivery_wakeup_pending,
-)
+from tracking.delivery.wakeup import delivery_wakeups
 
 
 def wake_delivery(domain: str) -> None:
     """Called on commit of the transaction that accepted a message to `domain`: queue a
-    delivery task for the domain unless one is queued already and has not started.
-
-    Neither row needs fsyncing: the message already is durable, and if a crash lost the task
-    the sweep finds the message.
-    """
-    if delivery_wakeup_pending(domain=domain):
-        return  # one read, no write: the usual case while a domain is busy
-    with transaction.atomic():
-        relax_commit_durability()  # the wake-up row, and the ORM broker's task row with it
-        if delivery_wakeup_claim(domain=domain):
-            async_task("tracking.tasks.deliver_domain", domain, task_name=f"deliver {domain}")
+    delivery task for the domain unless one is queued already and has not started (the
+    delivery sweep makes up for a task lost in a crash)."""
+    delivery_wakeups.wake(
+        domain,
+        lambda: async_task("tracking.tasks.deliver_domain", domain, task_name=f"deliver {domain}"),
+    )
 
 
 def wake_delivery_soon(domain: str) -> None:
@@ -75,7 +64,7 @@ def deliver_domain(domain: str, fan_out: bool = True) -> int:
     backlog of more than one batch also gets helper tasks (up to the worker count), so
     batches go out in parallel over several connections."""
     if fan_out:
-        delivery_wakeup_clear(domain=domain)
+        delivery_wakeups.clear(domain)
         helpers = min(
             int(settings.Q_CLUSTER.get("workers", 1)) - 1,
             math.ceil(domain_backlog(domain=domain) / settings.DELIVERY_BATCH_SIZE) - 1,

@@ -77,6 +77,19 @@ def _crlf(line: bytes) -> bytes:
     return line.rstrip(b"\r\n").replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + b"\r\n"
 
 
+def loop_reason(raw: bytes) -> str:
+    """Why this message must not be passed on again, or "" when it may be. Only the header
+    names are read: the SMTP server asks this of every message before it answers."""
+    header_block, _ = split_message(raw)
+    names = [name for name, line in header_fields(header_block) if b":" in line]
+    if LOOP_HEADER.lower() in names:
+        return f"mail loop: the message already carries our {LOOP_HEADER} header"
+    hops = names.count("received")
+    if hops > MAX_HOPS:
+        return f"mail loop: {hops} Received headers, more than the limit of {MAX_HOPS}"
+    return ""
+
+
 @dataclass
 class Envelope:
     """What the SMTP conversation told us, beside the message itself."""
@@ -162,15 +175,6 @@ class ParsedMessage:
         """A DSN or another machine report (RFC 6522 multipart/report)."""
         content_type = self.header_text("content-type").lower()
         return content_type.startswith("multipart/report")
-
-    def loop_reason(self) -> str:
-        """Why this message must not be passed on again, or "" when it may be."""
-        if self.header(LOOP_HEADER) is not None:
-            return f"mail loop: the message already carries our {LOOP_HEADER} header"
-        hops = self.header_count("received")
-        if hops > MAX_HOPS:
-            return f"mail loop: {hops} Received headers, more than the limit of {MAX_HOPS}"
-        return ""
 
 
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")

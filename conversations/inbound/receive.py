@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -11,36 +13,66 @@ from django.db import transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from conversations.inbound.mime import Envelope, ParsedMessage, received_header
-from conversations.models import InboundMessage
-from tracking.delivery.durability import relax_commit_durability
+from conversations.inbound.mime import Envelope, loop_reason, received_header
+from conversations.models import InboundMessage, RoutingWakeup
+from tracking.delivery.wakeup import Wakeups
 
 log = logging.getLogger(__name__)
 
+routing_wakeups = Wakeups(RoutingWakeup, "name")
+ROUTING = "inbound"  # the one routing wake-up's name
+
 
 def inbound_enqueue_routing() -> None:
-    """Wake the worker: one task routes every message pending when it runs. A lost task is
-    not a lost message: the sweep re-finds every message still pending after a minute."""
+    """Wake the worker, once the messages it is to route have committed: one task routes
+    every message pending when it runs, and none is queued while another waits to start. A
+    lost task is not a lost message: the sweep re-finds every message still pending after a
+    minute."""
     try:
-        with transaction.atomic():
-            relax_commit_durability()  # a task row lost in a crash costs only a delay
-            async_task("conversations.tasks.inbound_route_pending", task_name="inbound routing")
+        routing_wakeups.wake(
+            ROUTING,
+            lambda: async_task(
+                "conversations.tasks.inbound_route_pending", task_name="inbound routing"
+            ),
+        )
     except Exception:  # noqa: BLE001 - the rows are committed; the sweep will route them
         log.exception("could not enqueue inbound routing")
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """A message as the SMTP conversation handed it over, to be stored."""
+
+    envelope: Envelope
+    recipients: list[str]
+    raw: bytes
+
+
 def inbound_receive(*, envelope: Envelope, recipients: list[str], raw: bytes) -> InboundMessage:
-    """Store a message with our Received trace line on top, as `pending` or, when it is in a
-    mail loop, as `refused` with the reason, so the SMTP server can refuse it. Only the header
-    block is parsed here; the worker reads the rest. The caller wakes the worker once this
-    has committed (`inbound_enqueue_routing`)."""
+    """Store one message: `inbound_receive_many` of one."""
+    return inbound_receive_many([Arrival(envelope, recipients, raw)])[0]
+
+
+def inbound_receive_many(arrivals: Sequence[Arrival]) -> list[InboundMessage]:
+    """Store messages, in one transaction (one durable commit for all of them), each with our
+    Received trace line on top, as `pending` or, when it is in a mail loop, as `refused` with
+    the reason, so the SMTP server can refuse it. Only the header names are read here; the
+    worker reads the rest. The caller wakes the worker once this has committed
+    (`inbound_enqueue_routing`)."""
+    # bulk_create: one INSERT (a long list in batches), in one transaction.
+    return InboundMessage.objects.bulk_create([_inbound_row(arrival) for arrival in arrivals])
+
+
+def _inbound_row(arrival: Arrival) -> InboundMessage:
+    envelope = arrival.envelope
     queue_id = secrets.token_hex(6)
-    raw = received_header(envelope=envelope, recipients=recipients, queue_id=queue_id) + raw
-    loop = ParsedMessage.parse(raw).loop_reason()
-    return InboundMessage.objects.create(
+    trace = received_header(envelope=envelope, recipients=arrival.recipients, queue_id=queue_id)
+    raw = trace + arrival.raw
+    loop = loop_reason(raw)
+    return InboundMessage(
         peer=envelope.peer[:100],
         mail_from=envelope.mail_from[:998],
-        rcpt_to=recipients,
+        rcpt_to=arrival.recipients,
         raw=raw,
         status=InboundMessage.Status.REFUSED if loop else InboundMessage.Status.PENDING,
         error=loop,

@@ -4,6 +4,7 @@ the VERP return path of a message we sent. Anything else is refused at RCPT TO."
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from conversations.models import Conversation
@@ -32,16 +33,30 @@ def address_normalize(address: str) -> str:
 
 
 def recipient_resolve(address: str) -> Recipient | None:
-    address = address_normalize(address)
-    if "@" not in address:
-        return None
-    link = Link.objects.select_related("destination", "account").filter(email_address=address)
-    if link := link.first():
-        return Recipient(address, RouteKind.ALIAS, link=link)
-    conversation = Conversation.objects.select_related("link__account")
-    if conversation := conversation.filter(proxy_address=address).first():
-        return Recipient(address, RouteKind.PROXY, conversation=conversation)
-    message_id = verp_message_id(address)
-    if message_id is not None and Message.objects.filter(message_id=message_id).exists():
-        return Recipient(address, RouteKind.BOUNCE)
-    return None
+    return recipients_resolve([address]).get(address_normalize(address))
+
+
+def recipients_resolve(addresses: Iterable[str]) -> dict[str, Recipient]:
+    """Who each address is, keyed by its normalized form; addresses that are none of ours
+    are left out. One query per kind of address for all of them (a worker's batch)."""
+    wanted = {address_normalize(address) for address in addresses}
+    wanted = {address for address in wanted if "@" in address}
+    found: dict[str, Recipient] = {}
+    if wanted:
+        links = Link.objects.select_related("destination", "account")
+        for link in links.filter(email_address__in=wanted):
+            found[link.email_address] = Recipient(link.email_address, RouteKind.ALIAS, link=link)
+    if rest := wanted - found.keys():
+        conversations = Conversation.objects.select_related("link__account")
+        for conversation in conversations.filter(proxy_address__in=rest):
+            address = conversation.proxy_address
+            found[address] = Recipient(address, RouteKind.PROXY, conversation=conversation)
+    message_ids = {address: verp_message_id(address) for address in wanted - found.keys()}
+    message_ids = {address: id_ for address, id_ in message_ids.items() if id_ is not None}
+    if message_ids:
+        sent = Message.objects.filter(message_id__in=message_ids.values())
+        known = set(sent.values_list("message_id", flat=True))
+        for address, message_id in message_ids.items():
+            if message_id in known:
+                found[address] = Recipient(address, RouteKind.BOUNCE)
+    return found

@@ -1,10 +1,10 @@
 """The inbound SMTP server (aiosmtpd).
 
 One event loop serves every connection, so nothing here blocks it: each database step (is this
-recipient ours? store this message) runs in a small thread pool. A recipient is judged at RCPT
-TO on its own (550 5.1.1 when it is not an alias, a proxy address or a bounce address of ours);
-the message is stored before the 250 answer, and a failure to store it is a 451 so the sender
-retries: an accepted message is never lost. Routing happens afterwards, in the worker.
+recipient ours? store these messages) runs in a small thread pool. A recipient is judged at
+RCPT TO on its own (550 5.1.1 when it is not an alias, a proxy address or a bounce address of
+ours); the message is stored before the 250 answer, and a failure to store it is a 451 so the
+sender retries: an accepted message is never lost. Routing happens afterwards, in the worker.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import asyncio
 import logging
 import socket
 import threading
+import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 
@@ -22,8 +24,8 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from conversations.inbound.mime import Envelope
-from conversations.inbound.receive import inbound_enqueue_routing, inbound_receive
-from conversations.inbound.recipients import recipient_resolve
+from conversations.inbound.receive import Arrival, inbound_enqueue_routing, inbound_receive_many
+from conversations.inbound.recipients import address_normalize, recipient_resolve
 from conversations.models import InboundMessage
 
 log = logging.getLogger("conversations.smtpd")
@@ -33,6 +35,12 @@ DB_THREADS = 8
 # RFC 5321 section 4.5.3.1.8: at least 100 recipients must be accepted; more get a 452, and
 # the client sends the rest in another transaction.
 MAX_RECIPIENTS = 100
+# Messages stored in one transaction at most (see GroupCommit).
+GROUP_COMMIT_LIMIT = 100
+# How long an address found to be ours is believed without asking the database again, and
+# how many such answers are kept (see KnownRecipients).
+RECIPIENT_CACHE_SECONDS = 10.0
+RECIPIENT_CACHE_SIZE = 10_000
 
 
 # An in-memory SQLite database (the test suite's) is shared between threads with table locks
@@ -56,61 +64,96 @@ def _db_job():
             close_old_connections()
 
 
-def _resolve(address: str):
+def _resolve(address: str) -> str | None:
+    """The address as we know it (normalized), or None when it is not ours."""
     with _db_job():
-        return recipient_resolve(address)
+        recipient = recipient_resolve(address)
+        return recipient.address if recipient else None
 
 
-def _store(envelope: Envelope, recipients: list[str], raw: bytes) -> InboundMessage:
+def _store(arrivals: list[Arrival]) -> list[InboundMessage]:
+    """Store the messages in one transaction, then wake the worker (before any 250)."""
     with _db_job():
-        return inbound_receive(envelope=envelope, recipients=recipients, raw=raw)
+        stored = inbound_receive_many(arrivals)
+        if any(inbound.status == InboundMessage.Status.PENDING for inbound in stored):
+            inbound_enqueue_routing()  # never raises: the sweep makes up for a lost task
+        return stored
 
 
-def _enqueue_routing() -> None:
-    with _db_job():
-        inbound_enqueue_routing()
+class KnownRecipients:
+    """Recent positive answers to "is this address ours?", so a stream of mail to one alias
+    costs no database round trip per RCPT TO.
 
-
-class RoutingWakeup:
-    """Wakes the worker after messages are stored, coalescing under load.
-
-    A quiet server enqueues one routing task per message, before its 250 reply. While an
-    enqueue is in flight, further messages only mark it dirty, and one more enqueue follows
-    the current one: every committed message is covered by a task enqueued after its commit
-    (the task looks for pending messages when it runs), at one task per round trip rather
-    than one per message.
+    Only "ours" is remembered, never "unknown": an alias made a moment ago is accepted at
+    once. An alias removed within the last RECIPIENT_CACHE_SECONDS may still be accepted;
+    the worker resolves every recipient again when it routes, and refuses it then (recorded
+    on the InboundMessage), as it does for an alias removed between RCPT and routing.
     """
 
-    def __init__(self, run):
+    def __init__(self, ttl: float = RECIPIENT_CACHE_SECONDS, size: int = RECIPIENT_CACHE_SIZE):
+        self.ttl = ttl
+        self.size = size
+        self._known: OrderedDict[str, float] = OrderedDict()  # address -> believed until
+
+    def get(self, address: str) -> str | None:
+        address = address_normalize(address)
+        until = self._known.get(address)
+        if until is None:
+            return None
+        if until < time.monotonic():
+            del self._known[address]
+            return None
+        return address
+
+    def add(self, address: str) -> None:
+        self._known[address] = time.monotonic() + self.ttl
+        self._known.move_to_end(address)
+        while len(self._known) > self.size:
+            self._known.popitem(last=False)
+
+
+class GroupCommit:
+    """Stores the messages of concurrent sessions together: one transaction, one durable
+    commit and one worker wake-up for all that arrived while the previous group was being
+    written (classic group commit). Each session still gets its answer only once its own
+    row has committed; when a group fails, every message in it gets the failure (a 451)."""
+
+    def __init__(self, run, limit: int = GROUP_COMMIT_LIMIT):
         self.run = run
-        self.in_flight = False
-        self.dirty = False
-        self.follow_up: asyncio.Task | None = None
+        self.limit = limit
+        self.waiting: list[tuple[Arrival, asyncio.Future]] = []
+        self.writer: asyncio.Task | None = None
 
-    async def request(self) -> None:
-        if self.in_flight:
-            self.dirty = True
-            return
-        self.in_flight, self.dirty = True, False
+    async def store(self, arrival: Arrival) -> InboundMessage:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((arrival, future))
+        if self.writer is None:
+            self.writer = asyncio.ensure_future(self._write())
+        return await future
+
+    async def _write(self) -> None:
         try:
-            await self.run(_enqueue_routing)
+            while self.waiting:
+                group, self.waiting = self.waiting[: self.limit], self.waiting[self.limit :]
+                try:
+                    stored = await self.run(_store, [arrival for arrival, _ in group])
+                except BaseException as exc:
+                    for _, future in group:
+                        if not future.done():  # a session that went away no longer waits
+                            future.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise  # cancelled: at shutdown
+                    continue
+                for (_, future), inbound in zip(group, stored, strict=True):
+                    if not future.done():
+                        future.set_result(inbound)
         finally:
-            self.in_flight = False
-            if self.dirty:
-                self.follow_up = asyncio.ensure_future(self._follow_up())
-
-    async def _follow_up(self) -> None:
-        try:
-            await self.request()
-        except Exception:  # the messages are safe; the sweep routes them within minutes
-            log.exception("could not wake the worker")
+            self.writer = None
 
     async def settle(self) -> None:
-        """Let a follow-up enqueue finish (at shutdown)."""
-        for _ in range(10):  # each follow-up may have started one more
-            if self.follow_up is None or self.follow_up.done():
-                return
-            await asyncio.wait([self.follow_up], timeout=5)
+        """Let the group being written finish (at shutdown)."""
+        if self.writer is not None:
+            await asyncio.wait([self.writer], timeout=30)
 
 
 class InboundHandler:
@@ -118,7 +161,8 @@ class InboundHandler:
 
     def __init__(self, executor: ThreadPoolExecutor):
         self.executor = executor
-        self.wakeup = RoutingWakeup(self._run)
+        self.known = KnownRecipients()
+        self.group_commit = GroupCommit(self._run)
 
     async def _run(self, func, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, func, *args)
@@ -126,15 +170,18 @@ class InboundHandler:
     async def handle_RCPT(self, server: SMTP, session: Session, envelope, address, options):
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
-        try:
-            recipient = await self._run(_resolve, address)
-        except Exception:
-            log.exception("recipient lookup failed for %s", address)
-            return "451 4.3.0 Temporary lookup failure, please try again later"
+        recipient = self.known.get(address)
         if recipient is None:
-            return "550 5.1.1 No such recipient here"
-        if recipient.address not in envelope.rcpt_tos:
-            envelope.rcpt_tos.append(recipient.address)
+            try:
+                recipient = await self._run(_resolve, address)
+            except Exception:
+                log.exception("recipient lookup failed for %s", address)
+                return "451 4.3.0 Temporary lookup failure, please try again later"
+            if recipient is None:
+                return "550 5.1.1 No such recipient here"
+            self.known.add(recipient)
+        if recipient not in envelope.rcpt_tos:
+            envelope.rcpt_tos.append(recipient)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope):
@@ -148,7 +195,7 @@ class InboundHandler:
             peer=_peer(session.peer),
         )
         try:
-            inbound = await self._run(_store, details, list(envelope.rcpt_tos), raw)
+            inbound = await self.group_commit.store(Arrival(details, list(envelope.rcpt_tos), raw))
         except Exception:
             log.exception("could not store a message from %s", details.mail_from)
             return "451 4.3.0 Message not stored, please try again later"
@@ -156,10 +203,6 @@ class InboundHandler:
             log.info("refused inbound %s: %s", inbound.pk, inbound.error)
             return f"554 5.4.6 {inbound.error}"
         log.info("stored inbound %s for %s", inbound.pk, ", ".join(envelope.rcpt_tos))
-        try:
-            await self.wakeup.request()
-        except Exception:  # the message is safe; the sweep routes it within minutes
-            log.exception("could not wake the worker for inbound %s", inbound.pk)
         return f"250 2.0.0 OK queued as {inbound.pk}"
 
 
@@ -196,5 +239,5 @@ async def serve(host: str, port: int, *, ready=None, stop: asyncio.Event | None 
     finally:
         server.close()
         await server.wait_closed()
-        await handler.wakeup.settle()
+        await handler.group_commit.settle()
         executor.shutdown(wait=True)

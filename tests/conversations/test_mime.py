@@ -14,6 +14,7 @@ from conversations.inbound.mime import (
     ParsedMessage,
     extract_content,
     format_address,
+    loop_reason,
     rewrite_headers,
     split_message,
 )
@@ -106,7 +107,7 @@ def test_text_and_html_are_found_inside_nested_multiparts():
 def test_odd_messages_never_raise(name):
     parsed = ParsedMessage.parse(eml(name, sender="x@example.net", to="y@example.net"))
     extract_content(parsed.raw)
-    parsed.loop_reason()
+    loop_reason(parsed.raw)
     assert parsed.auto_submitted in (True, False)
 
 

@@ -439,3 +439,66 @@ def test_one_failing_message_does_not_hold_back_the_others(
     statuses = list(InboundMessage.objects.order_by("pk").values_list("status", flat=True))
     assert statuses == ["routed", "failed", "routed"]
     assert Message.objects.count() == 2
+
+
+# --- Routing in batches ---------------------------------------------------------------------
+
+
+def send_pending(server, conversation, subjects: list[str]) -> None:
+    """Store one message per subject, without routing it yet: to the alias, or to the proxy
+    address for a subject starting with "relay"."""
+    for subject in subjects:
+        to = conversation.proxy_address if subject.startswith("relay") else ALIAS
+        raw = eml("gmail_reply.eml", sender=PARTY_B, to=to)
+        raw = raw.replace(b"Subject: Re: Your test drive", f"Subject: {subject}".encode())
+        server.send(raw, mail_from=PARTY_B, to=to)
+
+
+def routed_subjects() -> list[tuple[str, list[str]]]:
+    return [
+        (inbound.status, [message.subject for message in inbound.messages.all()])
+        for inbound in InboundMessage.objects.order_by("pk").prefetch_related("messages")
+    ]
+
+
+def test_a_batch_is_routed_together_with_one_delivery_task_per_domain(
+    inbound_server, conversation, django_assert_max_num_queries
+):
+    from django.db import connection
+    from django_q.models import OrmQ
+
+    from conversations.inbound.routing import inbound_route_pending
+
+    subjects = ["one", "relay two", "three", "relay four", "five", "six"]
+    send_pending(inbound_server, conversation, subjects)
+    OrmQ.objects.all().delete()  # the routing task: run here instead
+    limit = 25 if connection.vendor == "postgresql" else 25 * len(subjects)
+    with django_assert_max_num_queries(limit):  # PostgreSQL: one batch, not a message at a time
+        assert inbound_route_pending() == 6
+    assert routed_subjects() == [("routed", [subject]) for subject in subjects]
+    relayed = Message.objects.filter(direction=Direction.RELAY)
+    assert set(relayed.values_list("recipient_address", flat=True)) == {PARTY_A}
+    deliveries = sorted(task.args()[0] for task in OrmQ.objects.all())
+    assert deliveries == ["dealer.example.net", "example.net"]  # party A's, the contact's
+
+
+def test_a_poison_message_in_the_middle_of_a_batch_fails_alone(
+    inbound_server, conversation, monkeypatch
+):
+    from conversations.inbound.routing import inbound_route_pending
+
+    send_pending(inbound_server, conversation, ["one", "two", "relay three", "four", "five"])
+
+    def relay_breaks(routing, address, conversation):
+        raise RuntimeError("relay exploded")
+
+    monkeypatch.setattr("conversations.inbound.routing._relay", relay_breaks)
+    assert inbound_route_pending() == 5
+    assert routed_subjects() == [
+        ("routed", ["one"]),
+        ("routed", ["two"]),
+        ("failed", []),
+        ("routed", ["four"]),
+        ("routed", ["five"]),
+    ]
+    assert Message.objects.count() == 4  # nothing half-made for the poison one

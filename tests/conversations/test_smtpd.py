@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import smtplib
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from conversations.models import Conversation, InboundMessage, ProxyDomain
 from tests.conversations.conftest import eml
 from tests.factories import ContactFactory, LinkFactory, NodeFactory
+from tracking.models import Message
 
 ALIAS = "bobs-automotive_honda-civic@iovox.email"
 PROXY = "hn7m890cfqt234@example.com"
@@ -138,10 +140,10 @@ def test_24_received_headers_are_still_accepted(inbound_server, addresses):
 
 
 def test_failure_to_store_is_a_451_so_the_sender_retries(inbound_server, addresses, monkeypatch):
-    def broken(**kwargs):
+    def broken(arrivals):
         raise RuntimeError("database is down")
 
-    monkeypatch.setattr("conversations.inbound.smtp.inbound_receive", broken)
+    monkeypatch.setattr("conversations.inbound.smtp.inbound_receive_many", broken)
     with pytest.raises(smtplib.SMTPDataError) as refused:
         inbound_server.send(b"Subject: x\r\n\r\nx\r\n", mail_from="a@b.example", to=ALIAS)
     assert refused.value.smtp_code == 451
@@ -168,3 +170,95 @@ def test_recipients_beyond_one_hundred_get_a_452(inbound_server, transactional_d
         smtp.mail("a@b.example")
         codes = [smtp.rcpt(f"a{n}@iovox.email")[0] for n in (1, 1, 2, 3)]
     assert codes == [250, 250, 250, 452]  # a repeated recipient counts once
+
+
+# --- Group commit: concurrent sessions stored in one transaction ----------------------------
+
+
+@pytest.fixture
+def groups(monkeypatch):
+    """The size of each group the server stores (the real store, watched); the first group
+    is held back a moment so that the next sessions queue up behind it."""
+    from conversations.inbound import smtp
+
+    sizes: list[int] = []
+    store = smtp.inbound_receive_many
+
+    def watched(arrivals):
+        sizes.append(len(arrivals))
+        if len(sizes) == 1:
+            time.sleep(0.3)
+        return store(arrivals)
+
+    monkeypatch.setattr(smtp, "inbound_receive_many", watched)
+    return sizes
+
+
+def send_concurrently(inbound_server, count: int) -> list:
+    def send(n: int):
+        raw = b"Subject: message %d\r\nMessage-ID: <g%d@example.net>\r\n\r\nhello\r\n" % (n, n)
+        try:
+            with inbound_server.client() as smtp:
+                smtp.ehlo("client.example")
+                if n:  # the others start while the first one's group is being written
+                    time.sleep(0.1)
+                return smtp.sendmail(f"s{n}@example.net", [ALIAS], raw)
+        except smtplib.SMTPDataError as refused:
+            return refused.smtp_code
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(send, range(count)))
+
+
+def test_concurrent_sessions_share_one_transaction_and_each_gets_its_250(
+    inbound_server, addresses, groups
+):
+    assert send_concurrently(inbound_server, 4) == [{}] * 4
+    assert groups == [1, 3]
+    assert InboundMessage.objects.count() == 4
+
+
+def test_a_failed_group_gives_each_of_its_messages_a_451(
+    inbound_server, addresses, groups, monkeypatch
+):
+    from conversations.inbound import smtp
+
+    first_group = smtp.inbound_receive_many
+
+    def second_group_fails(arrivals):
+        if groups:  # the first group has gone through
+            groups.append(len(arrivals))
+            raise RuntimeError("database is down")
+        return first_group(arrivals)
+
+    monkeypatch.setattr(smtp, "inbound_receive_many", second_group_fails)
+    assert send_concurrently(inbound_server, 4) == [{}, 451, 451, 451]
+    assert groups == [1, 3]
+    assert InboundMessage.objects.count() == 1
+
+
+# --- Recipients known to be ours are remembered a short while, unknown ones never -----------
+
+
+def test_an_alias_made_just_after_a_550_is_accepted_at_once(inbound_server, addresses):
+    new = "brand-new_alias@iovox.email"
+    with inbound_server.client() as smtp:
+        smtp.ehlo("client.example")
+        smtp.mail("a@b.example")
+        assert smtp.rcpt(new)[0] == 550
+        LinkFactory(node=addresses.node, email_address=new)
+        assert smtp.rcpt(new)[0] == 250
+
+
+def test_a_removed_alias_still_believed_ours_is_refused_when_routed(inbound_server, addresses):
+    from conversations.inbound.routing import inbound_route_pending
+    from tracking.services.directory import link_clear_alias
+
+    inbound_server.send(b"Subject: one\r\n\r\nhi\r\n", mail_from="a@b.example", to=ALIAS)
+    link_clear_alias(link=addresses)
+    inbound_server.send(b"Subject: two\r\n\r\nhi\r\n", mail_from="a@b.example", to=ALIAS)
+    assert inbound_route_pending() == 2
+    for inbound in InboundMessage.objects.all():  # both: routing asks the database again
+        assert inbound.status == InboundMessage.Status.REFUSED
+        assert "no longer an alias" in inbound.error
+    assert not Message.objects.exists()

@@ -1,44 +1,64 @@
-"""The SMTP server wakes the worker once per message when quiet, and coalesces under load."""
+"""The SMTP server wakes the worker once per message when it is idle, and queues no second
+routing task while one waits to start."""
 
 from __future__ import annotations
 
-import asyncio
+from datetime import timedelta
 
-from conversations.inbound.smtp import RoutingWakeup
+import pytest
+import time_machine
+from django.utils import timezone
+from django_q.models import OrmQ
 
+from conversations import tasks
+from conversations.models import InboundMessage
+from tests.factories import LinkFactory
 
-def run_wakeups(arrivals: int, *, fail_first: bool = False) -> int:
-    calls = []
-
-    async def scenario() -> None:
-        async def enqueue(func):
-            calls.append(func)
-            await asyncio.sleep(0.01)
-            if fail_first and len(calls) == 1:
-                raise RuntimeError("broker down")
-
-        wakeup = RoutingWakeup(enqueue)
-
-        async def arrive():
-            try:
-                await wakeup.request()
-            except RuntimeError:
-                pass
-
-        await asyncio.gather(*(arrive() for _ in range(arrivals)))
-        await wakeup.settle()
-
-    asyncio.run(scenario())
-    return len(calls)
+ALIAS = "wake_up@iovox.email"
 
 
-def test_a_quiet_server_wakes_the_worker_once_per_message():
-    assert run_wakeups(1) == 1
+@pytest.fixture
+def alias(transactional_db) -> str:
+    LinkFactory(email_address=ALIAS)
+    return ALIAS
 
 
-def test_messages_arriving_during_a_wakeup_share_one_follow_up():
-    assert run_wakeups(20) == 2
+def routing_tasks() -> int:
+    return sum(
+        task.func() == "conversations.tasks.inbound_route_pending" for task in OrmQ.objects.all()
+    )
 
 
-def test_a_failed_wakeup_still_gets_its_follow_up():
-    assert run_wakeups(5, fail_first=True) == 2
+def send(server, n: int) -> None:
+    raw = b"Subject: message %d\r\nMessage-ID: <w%d@example.net>\r\n\r\nhello\r\n" % (n, n)
+    server.send(raw, mail_from="s@example.net", to=ALIAS)
+
+
+def test_an_idle_worker_is_woken_by_the_first_message(inbound_server, alias):
+    send(inbound_server, 1)
+    assert routing_tasks() == 1
+
+
+def test_messages_stored_while_a_task_waits_queue_no_other(inbound_server, alias):
+    for n in range(5):
+        send(inbound_server, n)
+    assert routing_tasks() == 1
+    assert tasks.inbound_route_pending() == 5  # the one task routes them all
+
+
+def test_once_the_task_has_started_the_next_message_queues_a_new_one(inbound_server, alias):
+    send(inbound_server, 1)
+    tasks.inbound_route_pending()
+    send(inbound_server, 2)
+    assert routing_tasks() == 2
+    assert InboundMessage.objects.filter(status=InboundMessage.Status.PENDING).count() == 1
+
+
+def test_a_lost_routing_task_is_queued_again_after_a_while(inbound_server, alias):
+    send(inbound_server, 1)
+    OrmQ.objects.all().delete()  # the task is lost
+    send(inbound_server, 2)
+    assert routing_tasks() == 0  # still believed queued: the sweep covers it meanwhile
+    with time_machine.travel(timezone.now() + timedelta(minutes=6)):
+        send(inbound_server, 3)
+    assert routing_tasks() == 1

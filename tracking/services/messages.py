@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import SMTP
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -65,90 +66,112 @@ def source_message_id(source_mime: bytes) -> str:
     return str(headers.get("Message-ID", "")).strip()
 
 
-def message_accept(
-    *,
-    account: Account,
-    link: Link,
-    sender_address: str,
-    sender_name: str,
-    recipient_address: str,
-    recipient_name: str,
-    subject: str,
-    text_content: str,
-    html_content: str,
-    attachments: Sequence[AttachmentDraft] = (),
-    direction: str = Direction.API,
-    conversation_id: uuid.UUID | None = None,
-    proxy_address: str = "",
-    proxy_name: str = "",
-    headers: dict[str, str] | None = None,
-    source_mime: bytes | None = None,
-) -> Message:
-    """Store a message as `received` with its attachments, and queue its delivery once the
-    transaction commits (a lost task is made up for by the delivery sweep).
+@dataclass(frozen=True, kw_only=True)
+class MessageDraft:
+    """What `message_accept` stores: a message as the caller was asked to send it (API) or
+    made it (forwarded and relayed mail, whose `source_mime` holds the finished message:
+    delivery sends those bytes as they are)."""
 
-    For forwarded and relayed mail, `source_mime` holds the finished message: delivery sends
-    those bytes as they are.
-    """
-    if link.account_id != account.pk:
-        raise ValueError("the link belongs to another account")
-    fields = {
-        "sender_address": sender_address,
-        "sender_name": sender_name,
-        "recipient_address": recipient_address,
-        "recipient_name": recipient_name,
-        "subject": subject,
-        "proxy_address": proxy_address,
-        "proxy_name": proxy_name,
-    }
-    check_header_values(fields)
-    check_header_values(dict(headers or {}))
-    check_header_values({"header names": "".join(headers or {})})
-    for draft in attachments:
-        check_header_values(
-            {
-                "attachment filename": draft.filename,
-                "attachment id": draft.content_id,
-                "attachment type": draft.content_type,
-            }
-        )
-    # One row alone is atomic by itself: a transaction (two more round trips) only when
+    account: Account
+    link: Link
+    sender_address: str
+    sender_name: str
+    recipient_address: str
+    recipient_name: str
+    subject: str
+    text_content: str
+    html_content: str
+    attachments: Sequence[AttachmentDraft] = ()
+    direction: str = Direction.API
+    conversation_id: uuid.UUID | None = None
+    proxy_address: str = ""
+    proxy_name: str = ""
+    headers: dict[str, str] | None = None
+    source_mime: bytes | None = None
+    # The Message-ID header of `source_mime`, when the caller has read it already; else it
+    # is read here.
+    source_message_id: str | None = None
+
+
+def message_accept(**draft: Any) -> Message:
+    """Store a message as `received` with its attachments, and queue its delivery once the
+    transaction commits (a lost task is made up for by the delivery sweep). Takes the fields
+    of MessageDraft as keyword arguments."""
+    return messages_accept([MessageDraft(**draft)])[0]
+
+
+def messages_accept(drafts: Sequence[MessageDraft]) -> list[Message]:
+    """`message_accept` for several messages at once (a batch of routed inbound mail): one
+    INSERT for all of them and one delivery wake-up per recipient domain. Every draft is
+    checked before anything is written, so a bad one stores none."""
+    messages = [_message_of(draft) for draft in drafts]
+    attachments = [
+        _attachment_of(message, attachment)
+        for message, draft in zip(messages, drafts, strict=True)
+        for attachment in draft.attachments
+    ]
+    # One INSERT is atomic by itself: a transaction (two more round trips) only when
     # attachments come with it. Inside a caller's transaction this nests as usual.
     with transaction.atomic() if attachments else contextlib.nullcontext():
-        message_id = uuid.uuid4()
-        message = Message.objects.create(
-            message_id=message_id,
-            account=account,
-            link=link,
-            direction=direction,
-            conversation_id=conversation_id,
-            recipient_domain=domain_of(recipient_address),
-            text_content=text_content,
-            html_content=html_content,
-            headers=dict(headers or {}),
-            source_mime=source_mime,
-            smtp_message_id=(
-                source_message_id(source_mime) if source_mime else new_smtp_message_id(message_id)
-            ),
-            **fields,
-        )
+        Message.objects.bulk_create(messages)
         if attachments:
-            Attachment.objects.bulk_create(
-                Attachment(
-                    message=message,
-                    disposition=draft.disposition,
-                    content_type=draft.content_type,
-                    filename=draft.filename,
-                    content_id=draft.content_id,
-                    content=draft.content,
-                )
-                for draft in attachments
-            )
-    domain = message.recipient_domain
-    # robust: the message is committed by then; if queueing fails the sweep delivers it, and
-    # the caller must not see an error for a message that was accepted.
-    transaction.on_commit(lambda: wake_delivery_soon(domain), robust=True)
-    return message
+            Attachment.objects.bulk_create(attachments)
+    for domain in dict.fromkeys(message.recipient_domain for message in messages):
+        # robust: the messages are committed by then; if queueing fails the sweep delivers
+        # them, and the caller must not see an error for a message that was accepted.
+        transaction.on_commit(lambda domain=domain: wake_delivery_soon(domain), robust=True)
+    return messages
+
+
+def _message_of(draft: MessageDraft) -> Message:
+    """The unsaved Message of a draft, its header-bound values checked."""
+    if draft.link.account_id != draft.account.pk:
+        raise ValueError("the link belongs to another account")
+    fields = {name: getattr(draft, name) for name in HEADER_BOUND_FIELDS}
+    headers = dict(draft.headers or {})
+    check_header_values(fields)
+    check_header_values(headers)
+    check_header_values({"header names": "".join(headers)})
+    for attachment in draft.attachments:
+        check_header_values(
+            {
+                "attachment filename": attachment.filename,
+                "attachment id": attachment.content_id,
+                "attachment type": attachment.content_type,
+            }
+        )
+    message_id = uuid.uuid4()
+    if draft.source_mime is None:
+        smtp_message_id = new_smtp_message_id(message_id)
+    elif draft.source_message_id is None:
+        smtp_message_id = source_message_id(draft.source_mime)
+    else:
+        smtp_message_id = draft.source_message_id
+    return Message(
+        message_id=message_id,
+        account=draft.account,
+        link=draft.link,
+        direction=draft.direction,
+        conversation_id=draft.conversation_id,
+        recipient_domain=domain_of(draft.recipient_address),
+        text_content=draft.text_content,
+        html_content=draft.html_content,
+        headers=headers,
+        source_mime=draft.source_mime,
+        smtp_message_id=smtp_message_id,
+        **fields,
+    )
+
+
+def _attachment_of(message: Message, draft: AttachmentDraft) -> Attachment:
+    return Attachment(
+        message=message,
+        disposition=draft.disposition,
+        content_type=draft.content_type,
+        filename=draft.filename,
+        content_id=draft.content_id,
+        content=draft.content,
+    )
 
 
 def message_refuse(*, message: Message, disposition: str, detail: str) -> Message:

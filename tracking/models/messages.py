@@ -76,7 +76,8 @@ class Message(models.Model):
     headers = models.JSONField(default=dict, blank=True)
     # For forwarded and relayed mail: the original message, whose MIME structure is kept.
     source_mime = models.BinaryField(null=True, blank=True, editable=False)
-    smtp_message_id = models.CharField(max_length=998, blank=True, db_index=True)
+    # The Message-ID header; never looked up (bounces name their message by the VERP address).
+    smtp_message_id = models.CharField(max_length=998, blank=True)
 
     receive_date = models.DateTimeField(default=timezone.now)
     delivery_date = models.DateTimeField(null=True, blank=True)
@@ -136,8 +137,8 @@ class Message(models.Model):
                 fields=["account", "proxy_address", "receive_date"],
                 name="msg_account_proxy_received",
             ),
-            models.Index(fields=["next_attempt_at"], name="msg_due"),
             models.Index(fields=["recipient_domain", "disposition"], name="msg_domain_disp"),
+            # Due messages (delivery's claims and sweep): received, or queued and due.
             models.Index(fields=["disposition", "next_attempt_at"], name="msg_disp_due"),
         ]
 

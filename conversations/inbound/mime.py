@@ -249,9 +249,16 @@ def extract_content(raw: bytes) -> Content:
     """The first text/plain and text/html bodies that are not attachments, best effort, for
     search and the portal: the message itself travels as its raw bytes, so a part we cannot
     decode here costs only this copy."""
+    try:
+        return content_of(email.message_from_bytes(raw, policy=email.policy.compat32))
+    except Exception as exc:  # noqa: BLE001 - a broken message must never stop routing
+        return Content(problems=[f"content not readable: {type(exc).__name__}: {exc}"])
+
+
+def content_of(message) -> Content:
+    """`extract_content` of a message parsed already (compat32)."""
     content = Content()
     try:
-        message = email.message_from_bytes(raw, policy=email.policy.compat32)
         for part in message.walk():
             subtype = {"text/plain": "text", "text/html": "html"}.get(part.get_content_type())
             if subtype is None or getattr(content, subtype):

@@ -27,6 +27,7 @@ from conversations.inbound.mime import (
     RELAY_DROP,
     Content,
     ParsedMessage,
+    content_of,
     extract_content,
     format_address,
     rewrite_headers,
@@ -40,6 +41,7 @@ from conversations.inbound.recipients import (
 from conversations.models import Conversation, InboundMessage
 from conversations.services import address_domain, own_domains_among
 from tracking.delivery.durability import relax_commit_durability
+from tracking.engagement.mime import mime_bytes, mime_parse, mime_tree_add_tracking
 from tracking.models import Contact, Direction, Disposition, Link, Message
 from tracking.services.bounces import bounce_process
 from tracking.services.messages import MessageDraft, message_refuse, messages_accept
@@ -300,6 +302,8 @@ def _forward_alias(routing: Routing, address: str, link: Link) -> None:
     contact = link.destination
     added = _added_headers(routing, address)
     forwarded = rewrite_headers(parsed.raw, drop=FORWARD_DROP, prepend=added)
+    refusal = _alias_refusal(contact, routing.own_domains)
+    source = _source(routing, forwarded, track=refusal is None)
     draft = MessageDraft(
         account=link.account,
         link=link,
@@ -312,11 +316,31 @@ def _forward_alias(routing: Routing, address: str, link: Link) -> None:
         html_content=routing.content.html,
         direction=Direction.ALIAS,
         headers=_thread_headers(parsed),
-        source_mime=forwarded,
         source_message_id=_draft_message_id(parsed, added),
+        **source,
     )
-    routing.drafts.append((draft, _alias_refusal(contact, routing.own_domains)))
+    routing.drafts.append((draft, refusal))
     routing.routed.append(address)
+
+
+def _source(routing: Routing, source: bytes, *, track: bool) -> dict:
+    """The `source_mime` of a Message about to be made, with its open and click tracking
+    (for the message_id it is made for) when it will be sent: one parse of the bytes serves
+    the tracking and the routing's text and HTML content, where delivery would parse them
+    again. A message this cannot handle goes as it is, and delivery tries again."""
+    if not track:
+        return {"source_mime": source}
+    message_id = uuid.uuid4()
+    try:
+        tree = mime_parse(source)
+        if routing._content is None:
+            routing._content = content_of(tree)  # before the tracking changes the HTML
+        if mime_tree_add_tracking(tree, message_id=message_id):
+            source = mime_bytes(tree)
+    except Exception:  # noqa: BLE001 - a broken message must never stop routing
+        log.warning("tracking inbound message %s when routed failed", routing.inbound.pk)
+        return {"source_mime": source}
+    return {"source_mime": source, "message_id": message_id, "source_tracked": True}
 
 
 def _alias_refusal(contact: Contact | None, own_domains: set[str]) -> tuple[str, str] | None:
@@ -371,6 +395,7 @@ def _relay(routing: Routing, address: str, conversation: Conversation) -> None:
             ("To", format_address(_one_line(to_name), to_address)),
         ],
     )
+    source = _source(routing, relayed, track=True)
     draft = MessageDraft(
         account=conversation.link.account,
         link=conversation.link,
@@ -386,8 +411,8 @@ def _relay(routing: Routing, address: str, conversation: Conversation) -> None:
         proxy_address=conversation.proxy_address,
         proxy_name=shown_name,
         headers=_thread_headers(parsed),
-        source_mime=relayed,
         source_message_id=_draft_message_id(parsed, added),
+        **source,
     )
     routing.drafts.append((draft, None))
     routing.routed.append(address)

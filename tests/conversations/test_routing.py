@@ -107,6 +107,32 @@ def test_alias_mail_is_forwarded_to_the_destination_contact_as_it_came(live, lin
     assert "/t/o/" in sent_html  # the pixel, after the sender's HTML
 
 
+def test_forwarded_mail_is_tracked_when_routed_and_sent_as_stored(live, link, mail_servers):
+    """One parse at routing serves the stored content and the tracking: the pixel and click
+    URLs name this Message, the content for search stays the sender's, and delivery sends the
+    stored bytes as they are."""
+    from tracking.engagement.tokens import open_token_message_id
+
+    live.send(eml("gmail_reply.eml", sender=CUSTOMER, to=ALIAS), mail_from=CUSTOMER, to=ALIAS)
+    message = Message.objects.get()
+    assert message.source_tracked
+    assert "/t/o/" not in message.html_content  # what search and the portal show
+    [received] = mail_servers.mx.received
+    assert received.data.endswith(bytes(message.source_mime))  # our trace line on top only
+    html = parse(received.data).get_body(("html",)).get_content()
+    token = html.split("/t/o/", 1)[1].split(".gif", 1)[0]
+    assert open_token_message_id(token) == message.message_id
+
+
+def test_mail_that_is_not_sent_is_not_tracked(live, link, mail_servers):
+    link.destination = None
+    link.save()
+    live.send(eml("gmail_reply.eml", sender=CUSTOMER, to=ALIAS), mail_from=CUSTOMER, to=ALIAS)
+    message = Message.objects.get()
+    assert message.disposition == Disposition.NO_RULES
+    assert not message.source_tracked and b"/t/o/" not in bytes(message.source_mime)
+
+
 def test_nested_multipart_with_attachments_is_forwarded_intact(live, link, mail_servers):
     raw = eml("nested_multipart.eml", sender="carla@carla.example", to=ALIAS)
     live.send(raw, mail_from="carla@carla.example", to=ALIAS)

@@ -44,7 +44,9 @@ def message_outgoing_bytes(message: Message) -> bytes:
     """What delivery hands to the MX: the one place every outgoing message passes through,
     where open and click tracking goes in (the same bytes on every attempt) and, last, our
     DKIM signature (tracking/delivery/dkim.py)."""
-    if message.source_mime:
+    if message.source_mime and message.source_tracked:
+        data = bytes(message.source_mime)  # tracked already, when it was routed
+    elif message.source_mime:
         data = mime_add_tracking(bytes(message.source_mime), message_id=message.message_id)
     else:
         data = message_build_mime(message, content=message_tracked_content(message))

@@ -44,13 +44,30 @@ _WIRE = _AsReceived(linesep="\r\n", max_line_length=0)
 
 def mime_add_tracking(raw: bytes, *, message_id: uuid.UUID | str) -> bytes:
     """Return the raw message with tracking in each of its HTML body parts."""
-    message = message_from_bytes(raw, policy=compat32)
-    if not _track_parts(message, message_id=message_id):
+    message = mime_parse(raw)
+    if not mime_tree_add_tracking(message, message_id=message_id):
         return raw
+    return mime_bytes(message)
+
+
+def mime_parse(raw: bytes) -> EmailMessage:
+    """The message as a tree that `mime_tree_add_tracking` can change and `mime_bytes` write
+    back with its untouched headers and parts as they came."""
+    return message_from_bytes(raw, policy=compat32)
+
+
+def mime_bytes(message: EmailMessage) -> bytes:
+    return message.as_bytes(policy=_WIRE)
+
+
+def mime_tree_add_tracking(message: EmailMessage, *, message_id: uuid.UUID | str) -> bool:
+    """Put tracking into each HTML body part of a parsed message; whether anything changed."""
+    if not _track_parts(message, message_id=message_id):
+        return False
     # The sender's DKIM signature covered the body we just changed: it can only fail now, and
     # a failing signature hurts more with some receivers than none at all (RFC 6376 6.1).
     del message["DKIM-Signature"]
-    return message.as_bytes(policy=_WIRE)
+    return True
 
 
 def _track_parts(part: EmailMessage, *, message_id: uuid.UUID | str) -> bool:

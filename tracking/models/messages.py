@@ -76,6 +76,9 @@ class Message(models.Model):
     headers = models.JSONField(default=dict, blank=True)
     # For forwarded and relayed mail: the original message, whose MIME structure is kept.
     source_mime = models.BinaryField(null=True, blank=True, editable=False)
+    # source_mime carries its open and click tracking already (added when the inbound mail was
+    # routed, sharing that parse); else delivery adds it.
+    source_tracked = models.BooleanField(default=False)
     # The Message-ID header; never looked up (bounces name their message by the VERP address).
     smtp_message_id = models.CharField(max_length=998, blank=True)
 

@@ -91,6 +91,9 @@ class MessageDraft:
     # The Message-ID header of `source_mime`, when the caller has read it already; else it
     # is read here.
     source_message_id: str | None = None
+    # Given when `source_mime` already carries tracking made for this message_id.
+    message_id: uuid.UUID | None = None
+    source_tracked: bool = False
 
 
 def message_accept(**draft: Any) -> Message:
@@ -143,7 +146,7 @@ def _message_of(draft: MessageDraft) -> Message:
                 "attachment type": attachment.content_type,
             }
         )
-    message_id = uuid.uuid4()
+    message_id = draft.message_id or uuid.uuid4()
     if draft.source_mime is None:
         smtp_message_id = new_smtp_message_id(message_id)
     elif draft.source_message_id is None:
@@ -161,6 +164,7 @@ def _message_of(draft: MessageDraft) -> Message:
         html_content=draft.html_content,
         headers=headers,
         source_mime=draft.source_mime,
+        source_tracked=draft.source_tracked and draft.source_mime is not None,
         smtp_message_id=smtp_message_id,
         **fields,
     )

@@ -10,6 +10,9 @@ stops, a timer thread handles what is left; an exit hook handles the rest when t
 stops (gunicorn's graceful stop and max-requests recycling, Ctrl-C). Thread and hook start with
 the first item of a process (after gunicorn has forked its workers).
 
+Only work added within a request is batched: there is a response to do it after. Elsewhere
+(the worker, the SMTP server, a command) it is done at once.
+
 A batch whose handling fails with a DatabaseError is kept and retried one interval later, up
 to `limit` items (the oldest are dropped beyond that, with an error in the log). A process
 killed outright loses what it held: at most one interval of its work.
@@ -25,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from django.core.signals import request_finished
+from django.core.signals import request_finished, request_started
 from django.db import DatabaseError, connection
 from django.dispatch import receiver
 
@@ -64,8 +67,10 @@ class AfterResponseBuffer(Generic[T]):
 
     @property
     def enabled(self) -> bool:
-        """An interval of 0 means: no batching, the caller does the work at once."""
-        return self.interval() > 0
+        """Batch only within a request (there is a response to do the work after), and not
+        with an interval of 0: elsewhere (the worker, the SMTP server, a command) the caller
+        does the work at once."""
+        return getattr(_in_request, "active", False) and self.interval() > 0
 
     def add(self, item: T) -> None:
         with self._lock:
@@ -145,8 +150,17 @@ class AfterResponseBuffer(Generic[T]):
 _buffers: list[AfterResponseBuffer] = []
 
 
+_in_request = threading.local()
+
+
+@receiver(request_started, dispatch_uid="tracking.buffering.request_started")
+def _request_started(sender, **kwargs) -> None:
+    _in_request.active = True
+
+
 @receiver(request_finished, dispatch_uid="tracking.buffering.flush_when_due")
 def _flush_when_due(sender, **kwargs) -> None:
+    _in_request.active = False
     for buffer in _buffers:
         if buffer.due():
             buffer.flush_quietly()

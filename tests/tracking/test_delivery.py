@@ -360,8 +360,11 @@ def test_batched_wakeups_check_each_domain_once_per_batch(
     from django.test.utils import CaptureQueriesContext
     from django_q.models import OrmQ
 
+    from tracking import buffering
+
     settings.DELIVERY_WAKEUP_INTERVAL = 3600  # no batch falls due by time here
     monkeypatch.setattr(tasks._wakeups, "_start", lambda: None)  # nor by the timer thread
+    monkeypatch.setattr(buffering._in_request, "active", True, raising=False)  # as in a request
     tasks._wakeups.flush()
     for i in range(5):
         with django_capture_on_commit_callbacks(execute=True):
@@ -375,6 +378,18 @@ def test_batched_wakeups_check_each_domain_once_per_batch(
     assert len(checks) == 2  # one per domain, not one per message
     assert OrmQ.objects.count() == 2
     assert tasks._wakeups.flush() == 0
+
+
+def test_outside_a_request_delivery_is_woken_at_once(
+    alice_link, settings, django_capture_on_commit_callbacks
+):
+    """The worker (routing inbound mail) has no response to wait for: no batching there."""
+    from django_q.models import OrmQ
+
+    settings.DELIVERY_WAKEUP_INTERVAL = 3600
+    with django_capture_on_commit_callbacks(execute=True):
+        accept(alice_link)
+    assert OrmQ.objects.count() == 1
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,5 +1,6 @@
-"""A small in-process cache with a time to live, for lookups a web process repeats on every
-request (an API client's credential, the link it sends through)."""
+"""A small in-process cache with a time to live, for lookups a process repeats over and over
+(an API client's credential, the link it sends through, the inbound server's known addresses,
+the worker's DKIM keys)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ V = TypeVar("V")
 
 
 class ProcessCache(Generic[V]):
-    """Values by key, each kept API_CACHE_SECONDS (0: nothing is kept). Bounded: when full it
-    starts again empty. Other processes are not told of a change; a value is at most that old."""
+    """Values by key, each kept `ttl()` seconds (API_CACHE_SECONDS unless given; 0: nothing is
+    kept). Bounded: when full it starts again empty. Other processes are not told of a change;
+    a value is at most that old."""
 
     MAX_ENTRIES = 10_000
 

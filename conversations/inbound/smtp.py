@@ -13,8 +13,6 @@ import asyncio
 import logging
 import socket
 import threading
-import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 
@@ -27,6 +25,7 @@ from conversations.inbound.mime import Envelope
 from conversations.inbound.receive import Arrival, inbound_enqueue_routing, inbound_receive_many
 from conversations.inbound.recipients import address_normalize, recipient_resolve
 from conversations.models import InboundMessage
+from tracking.caching import ProcessCache
 
 log = logging.getLogger("conversations.smtpd")
 
@@ -37,10 +36,9 @@ DB_THREADS = 8
 MAX_RECIPIENTS = 100
 # Messages stored in one transaction at most (see GroupCommit).
 GROUP_COMMIT_LIMIT = 100
-# How long an address found to be ours is believed without asking the database again, and
-# how many such answers are kept (see KnownRecipients).
+# How long an address found to be ours is believed without asking the database again (see
+# KnownRecipients).
 RECIPIENT_CACHE_SECONDS = 10.0
-RECIPIENT_CACHE_SIZE = 10_000
 
 
 # An in-memory SQLite database (the test suite's) is shared between threads with table locks
@@ -90,26 +88,14 @@ class KnownRecipients:
     on the InboundMessage), as it does for an alias removed between RCPT and routing.
     """
 
-    def __init__(self, ttl: float = RECIPIENT_CACHE_SECONDS, size: int = RECIPIENT_CACHE_SIZE):
-        self.ttl = ttl
-        self.size = size
-        self._known: OrderedDict[str, float] = OrderedDict()  # address -> believed until
+    def __init__(self, ttl: float = RECIPIENT_CACHE_SECONDS):
+        self._known: ProcessCache[str] = ProcessCache(ttl=lambda: ttl)
 
     def get(self, address: str) -> str | None:
-        address = address_normalize(address)
-        until = self._known.get(address)
-        if until is None:
-            return None
-        if until < time.monotonic():
-            del self._known[address]
-            return None
-        return address
+        return self._known.get(address_normalize(address))
 
     def add(self, address: str) -> None:
-        self._known[address] = time.monotonic() + self.ttl
-        self._known.move_to_end(address)
-        while len(self._known) > self.size:
-            self._known.popitem(last=False)
+        self._known.put(address, address)
 
 
 class GroupCommit:

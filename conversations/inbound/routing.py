@@ -87,6 +87,12 @@ class Routing:
             self._content = extract_content(self.parsed.raw)
         return self._content
 
+    def read_content(self, tree) -> None:
+        """Take the content from a parse of the message made for another purpose (the same
+        body, other headers), sparing `content` a parse of its own."""
+        if self._content is None:
+            self._content = content_of(tree)
+
     def refuse(self, address: str, reason: str) -> None:
         self.refused.append(f"{address}: {reason}")
 
@@ -333,8 +339,7 @@ def _source(routing: Routing, source: bytes, *, track: bool) -> dict:
     message_id = uuid.uuid4()
     try:
         tree = mime_parse(source)
-        if routing._content is None:
-            routing._content = content_of(tree)  # before the tracking changes the HTML
+        routing.read_content(tree)  # before the tracking changes the HTML
         if mime_tree_add_tracking(tree, message_id=message_id):
             source = mime_bytes(tree)
     except Exception:  # noqa: BLE001 - a broken message must never stop routing

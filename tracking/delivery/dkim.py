@@ -125,18 +125,17 @@ def dkim_sign(data: bytes) -> bytes:
     return signature + data
 
 
-def dkim_key_check(*, domain: str, selector: str, private_key: str = "") -> tuple[str, str]:
-    """The domain and selector, normalised; InvalidKey when either, or the PEM key when one
-    is given, is not usable."""
+def dkim_key_check(*, domain: str, selector: str, private_key: str = "") -> tuple[str, str, str]:
+    """The domain and selector, normalised, and the public key (the DNS p= value) of the PEM
+    key when one is given ("" otherwise); InvalidKey when any of them is not usable."""
     domain = domain.strip().lower().rstrip(".")
     selector = selector.strip().lower()
     if "." not in domain or not all(_is_label(part) for part in domain.split(".")):
         raise InvalidKey(f"{domain!r} is not a domain name")
     if not _is_label(selector):
         raise InvalidKey(f"{selector!r} is not a valid selector (letters, digits, hyphens)")
-    if private_key.strip():
-        dkim_key_public(private_key)
-    return domain, selector
+    public = dkim_key_public(private_key) if private_key.strip() else ""
+    return domain, selector, public
 
 
 def dkim_key_add(
@@ -144,10 +143,10 @@ def dkim_key_add(
 ) -> DkimKey:
     """Sign mail as `domain` from now on, with the given PEM key or a new one; replaces the
     domain's key if it had one. Publish `dns_name` TXT `dns_value` before using it."""
-    domain, selector = dkim_key_check(domain=domain, selector=selector, private_key=private_key)
-    if private_key.strip():
-        public = dkim_key_public(private_key)
-    else:
+    domain, selector, public = dkim_key_check(
+        domain=domain, selector=selector, private_key=private_key
+    )
+    if not public:
         private_key, public = dkim_key_generate(bits=bits)
     key, _ = DkimKey.objects.update_or_create(
         domain=domain,

@@ -27,10 +27,10 @@ def wake_delivery(domain: str) -> None:
 
 
 def wake_delivery_soon(domain: str) -> None:
-    """On commit of an accepted message: `wake_delivery` for its domain, at once when
-    DELIVERY_WAKEUP_INTERVAL is 0, else with this process's next batch of wake-ups (after the
-    response, within the interval; tracking/buffering.py): one check per domain per batch
-    rather than one per message. A wake-up lost with its process (SIGKILL) delays the
+    """On commit of an accepted message: `wake_delivery` for its domain; within a request
+    (and DELIVERY_WAKEUP_INTERVAL above 0) with this process's next batch of wake-ups, after
+    the response and within the interval (tracking/buffering.py): one check per domain per
+    batch rather than one per message. Elsewhere (the worker routing inbound mail) at once. A wake-up lost with its process (SIGKILL) delays the
     message until the next sweep, never loses it: the message is committed already."""
     if _wakeups.enabled:
         _wakeups.add(domain)

@@ -30,8 +30,9 @@ def wake_delivery_soon(domain: str) -> None:
     """On commit of an accepted message: `wake_delivery` for its domain; within a request
     (and DELIVERY_WAKEUP_INTERVAL above 0) with this process's next batch of wake-ups, after
     the response and within the interval (tracking/buffering.py): one check per domain per
-    batch rather than one per message. Elsewhere (the worker routing inbound mail) at once. A wake-up lost with its process (SIGKILL) delays the
-    message until the next sweep, never loses it: the message is committed already."""
+    batch rather than one per message. Elsewhere (the worker routing inbound mail) at once.
+    A wake-up lost with its process (SIGKILL) delays the message until the next sweep, never
+    loses it: the message is committed already."""
     if _wakeups.enabled:
         _wakeups.add(domain)
     else:

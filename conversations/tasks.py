@@ -7,7 +7,12 @@ from datetime import timedelta
 from django.utils import timezone
 
 from conversations.inbound import routing
-from conversations.inbound.receive import ROUTING, inbound_messages_purge, routing_wakeups
+from conversations.inbound.receive import (
+    ROUTING,
+    inbound_enqueue_routing,
+    inbound_messages_purge,
+    routing_wakeups,
+)
 from conversations.models import InboundMessage
 
 # A message still pending after this long lost its task (or its worker): route it now.
@@ -15,10 +20,18 @@ SWEEP_AFTER = timedelta(minutes=1)
 
 
 def inbound_route_pending() -> int:
-    """Enqueued by the SMTP server once messages are stored. Started, it lets the next
-    stored message queue another task: it looks for pending messages only after this."""
-    routing_wakeups.clear(ROUTING)
-    return routing.inbound_route_pending()
+    """Enqueued by the SMTP server once messages are stored. The wake-up stays while the task
+    routes, so the server queues no second routing task meanwhile: a second worker routing
+    too would only split the batches (each costs a fixed few milliseconds) and leave no
+    worker to deliver what was routed. Let go at the end (`finish`); whatever is pending then
+    (stored after the last look, while the wake-up said a task was coming) gets a task of
+    its own. A worker that dies mid-task leaves the wake-up for WAKEUP_STALE: the sweep
+    routes the messages meanwhile."""
+    done = routing.inbound_route_pending()
+    routing_wakeups.finish(ROUTING)
+    if InboundMessage.objects.filter(status=InboundMessage.Status.PENDING).exists():
+        inbound_enqueue_routing()
+    return done
 
 
 def inbound_sweep() -> int:

@@ -89,12 +89,16 @@ def sync_tasks(monkeypatch):
 @pytest.fixture(autouse=True)
 def process_caches_start_empty():
     """Each test starts with nothing cached from another test's (rolled back) rows."""
+    from conversations.inbound.receive import routing_wakeups
     from tracking.delivery.dkim import dkim_key_cache
+    from tracking.delivery.wakeup import delivery_wakeups
     from tracking.services.accounts import credential_cache
     from tracking.services.directory import link_cache
 
     for cache in (credential_cache, link_cache, dkim_key_cache):
         cache.clear()
+    for wakeups in (routing_wakeups, delivery_wakeups):
+        wakeups.seen.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -32,14 +32,17 @@ class ProcessCache(Generic[V]):
             return None
         return entry[1]
 
-    def put(self, key: Hashable, value: V) -> None:
+    def put(self, key: Hashable, value: V, *, since: float | None = None) -> None:
+        """Keep `value` for `ttl()` seconds from now, or from `since` (a time.monotonic()
+        reading taken when the value was found to be true, before an answer that took a
+        while)."""
         ttl = self.ttl()
         if ttl <= 0:
             return
         with self._lock:
             if len(self._entries) >= self.MAX_ENTRIES:
                 self._entries.clear()
-            self._entries[key] = (time.monotonic() + ttl, value)
+            self._entries[key] = ((time.monotonic() if since is None else since) + ttl, value)
 
     def clear(self, *args, **kwargs) -> None:
         """Forget everything (also usable as a signal receiver)."""

@@ -262,3 +262,90 @@ def test_a_removed_alias_still_believed_ours_is_refused_when_routed(inbound_serv
         assert inbound.status == InboundMessage.Status.REFUSED
         assert "no longer an alias" in inbound.error
     assert not Message.objects.exists()
+
+
+# --- Addresses: aiosmtpd's reading, faster for plain ones ---------------------------------
+
+
+def test_plain_addresses_are_read_exactly_as_aiosmtpd_reads_them():
+    import random
+
+    from aiosmtpd.smtp import SMTP
+
+    from conversations.inbound.smtp import InboundSMTP
+
+    ours, theirs = InboundSMTP.__new__(InboundSMTP), SMTP.__new__(SMTP)
+    ours.local_part_limit = theirs.local_part_limit = 0
+    arguments = [
+        "<a@b.example>",
+        "<first.last+tag@mail.example.com> SIZE=1800 BODY=8BITMIME",
+        "<a@b.example>\tSIZE=1",
+        "<a@b.example> (a comment) SIZE=1",
+        "<a@b.example>x",
+        '<"quoted local"@b.example>',
+        "<a..b@b.example>",
+        "<a@[192.0.2.1]>",
+        "<@route.example:a@b.example>",
+        "<>",
+        "a@b.example",
+        "<a@b.example",
+        "<ümlaut@b.example>",
+    ]
+    rng = random.Random(5321)
+    alphabet = 'ab.@<>( )\\"\t,;:[]-+éx='
+    for _ in range(3000):
+        arguments.append("<a@b.c>" + "".join(rng.choices(alphabet, k=rng.randint(0, 6))))
+        arguments.append("<" + "".join(rng.choices(alphabet, k=rng.randint(1, 8))) + "> X")
+    for argument in arguments:
+        assert ours._getaddr(argument) == theirs._getaddr(argument), argument
+
+
+def test_the_local_part_limit_applies_to_plain_addresses_too():
+    from conversations.inbound.smtp import InboundSMTP
+
+    server = InboundSMTP.__new__(InboundSMTP)
+    server.local_part_limit = 64
+    assert server._getaddr(f"<{'a' * 64}@b.example>") == (f"{'a' * 64}@b.example", "")
+    assert server._getaddr(f"<{'a' * 65}@b.example>") == (None, None)
+
+
+# --- Database connections: checked at most once a second, replaced when broken -------------
+
+
+@pytest.fixture
+def persistent_connections(inbound_server):
+    """The server's threads keep their connections (CONN_MAX_AGE), as deployed; closed by
+    the database at the end, so none outlives the test."""
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        pytest.skip("terminating the server's connections takes PostgreSQL")
+    connections.settings["default"]["CONN_MAX_AGE"] = 60
+    yield
+    connections.settings["default"]["CONN_MAX_AGE"] = 0
+    _terminate_other_connections(connection)
+
+
+def _terminate_other_connections(connection) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_a_connection_broken_since_its_last_use_is_replaced_without_a_451(
+    inbound_server, addresses, persistent_connections, caplog
+):
+    from django.db import connection
+
+    inbound_server.send(b"Subject: one\r\n\r\nhi\r\n", mail_from="a@b.example", to=ALIAS)
+    assert _terminate_other_connections(connection) >= 1  # as a database restart would
+    # Within a second of its last use the connection is not checked: the job fails, and is
+    # run again on a new connection.
+    assert (
+        inbound_server.send(b"Subject: two\r\n\r\nhi\r\n", mail_from="a@b.example", to=ALIAS) == {}
+    )
+    assert "trying on a new one" in caplog.text
+    assert InboundMessage.objects.count() == 2

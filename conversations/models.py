@@ -9,7 +9,6 @@ from django.db.models import Q
 from django.utils import timezone
 
 from tracking.models import Account, Link, Message
-from tracking.models.fields import BytesField
 
 
 class ProxyDomain(models.Model):
@@ -73,7 +72,7 @@ class InboundMessage(models.Model):
     peer = models.CharField(max_length=100, blank=True)
     mail_from = models.CharField(max_length=998, blank=True)
     rcpt_to = models.JSONField(default=list)
-    raw = BytesField()
+    raw = models.BinaryField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     error = models.TextField(blank=True)
     messages = models.ManyToManyField(Message, blank=True, related_name="inbound_sources")

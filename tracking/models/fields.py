@@ -11,10 +11,15 @@ class BytesField(models.BinaryField):
 
     Django takes that path only for fields without `get_placeholder`. BinaryField has one
     for MySQL's `_binary %s` and Oracle; on PostgreSQL and SQLite, the databases this
-    project runs on, it is the plain `%s` that the compiler uses anyway. A batch of 50 raw
+    project runs on, it is the plain `%s` that the compiler uses anyway. A batch of 50 routed
     messages, each with a few dozen columns, was 2,000 placeholders: psycopg splits such a
     query anew every time (it caches only queries of at most 50 parameters), and
-    PostgreSQL plans every VALUES row."""
+    PostgreSQL plans every VALUES row.
+
+    Measured per message: 0.15 ms against 0.21 for 50 rows, but 0.22 against 0.13 for 10
+    (psycopg writes the arrays out in Python). So only for Message.source_mime, which
+    routing inserts in batches of up to 50; InboundMessage.raw, stored a few at a time by
+    the SMTP server, stays a BinaryField."""
 
     @property
     def get_placeholder(self):

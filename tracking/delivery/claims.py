@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, prefetch_related_objects
 from django.utils import timezone
 
 from tracking.models import Disposition, Message
@@ -32,7 +32,8 @@ def messages_claim(
     *, domain: str, first_pk: int | None = None, limit: int | None = None
 ) -> list[Message]:
     """Claim up to `limit` due messages to `domain` (`first_pk` first when it is due) and
-    return them with their attachments loaded."""
+    return them, API mail with its attachments loaded (forwarded and relayed mail carries its
+    own in `source_mime`)."""
     now = timezone.now()
     limit = limit or settings.DELIVERY_BATCH_SIZE
     token = uuid.uuid4()
@@ -57,8 +58,7 @@ def messages_claim(
         )
     if not claimed:
         return []
-    return list(
-        Message.objects.filter(pk__in=pks, claim_token=token)
-        .prefetch_related("attachments")
-        .order_by("pk")
-    )
+    messages = list(Message.objects.filter(pk__in=pks, claim_token=token).order_by("pk"))
+    # Not for all: Django's prefetch makes a queryset per message, a fifth of a claim's time.
+    prefetch_related_objects([m for m in messages if m.source_mime is None], "attachments")
+    return messages

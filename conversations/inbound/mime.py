@@ -77,11 +77,16 @@ def _crlf(line: bytes) -> bytes:
     return line.rstrip(b"\r\n").replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + b"\r\n"
 
 
+# The name of each header field: a line that is not a continuation, up to its colon.
+_FIELD_NAME = re.compile(rb"^([^ \t\r\n:][^\r\n:]*?)[ \t]*:", re.MULTILINE)
+
+
 def loop_reason(raw: bytes) -> str:
     """Why this message must not be passed on again, or "" when it may be. Only the header
-    names are read: the SMTP server asks this of every message before it answers."""
+    names are read, with one regular expression: the SMTP server asks this of every message
+    before it answers."""
     header_block, _ = split_message(raw)
-    names = [name for name, line in header_fields(header_block) if b":" in line]
+    names = [name.decode("ascii", "replace").lower() for name in _FIELD_NAME.findall(header_block)]
     if LOOP_HEADER.lower() in names:
         return f"mail loop: the message already carries our {LOOP_HEADER} header"
     hops = names.count("received")

@@ -301,3 +301,34 @@ Content-Type: text/html; charset=x-no-such-charset
 """)
     assert mime_add_tracking(plain, message_id=MESSAGE_ID) == plain
     assert mime_add_tracking(odd, message_id=MESSAGE_ID) == odd
+
+
+def test_a_tracked_part_keeps_its_headers_in_order_and_only_its_encoding_changes():
+    from tracking.engagement.mime import mime_add_tracking
+
+    for cte_line, expected in [
+        ("Content-Transfer-Encoding: 7bit\n", "quoted-printable"),
+        ("", "quoted-printable"),  # none said: 7bit, which click URLs may overflow
+        ("Content-Transfer-Encoding: BASE64\n", "base64"),
+    ]:
+        body = "PHA+eDwvcD4=" if expected == "base64" else "<p>x</p>"
+        raw = eml(f"""
+Subject: one part
+MIME-Version: 1.0
+Content-Type: text/html;
+ charset="UTF-8"
+{cte_line}Content-ID: <body@example.net>
+X-Template: 7
+
+{body}
+""")
+        part = html_parts(mime_add_tracking(raw, message_id=MESSAGE_ID))[0]
+        names = [name for name, _ in part.items()]
+        kept = ["Subject", "MIME-Version", "Content-Type"]
+        if cte_line:
+            assert names == [*kept, "Content-Transfer-Encoding", "Content-ID", "X-Template"]
+        else:
+            assert names == [*kept, "Content-ID", "X-Template", "Content-Transfer-Encoding"]
+        assert part["Content-Type"] == 'text/html;\r\n charset="UTF-8"'
+        assert part["Content-Transfer-Encoding"] == expected
+        assert part.get_payload(decode=True).decode().endswith(pixel())

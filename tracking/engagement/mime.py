@@ -11,8 +11,7 @@ HTML attachments and messages attached as message/rfc822 are not our body and ar
 from __future__ import annotations
 
 import uuid
-from email import message_from_bytes
-from email.charset import BASE64, QP, Charset
+from email import base64mime, message_from_bytes, quoprimime
 from email.message import Message as EmailMessage
 from email.policy import Compat32, compat32
 
@@ -94,18 +93,25 @@ def _track_parts(part: EmailMessage, *, message_id: uuid.UUID | str) -> bool:
 
 
 def _set_text(part: EmailMessage, text: str, charset_name: str) -> None:
+    """The part's body is now `text`, in its declared charset and transfer encoding (base64
+    stays base64, anything else becomes quoted-printable). Its headers stay as they were,
+    in their order, but for the Content-Transfer-Encoding value: the payload is encoded
+    here rather than by `set_payload` with a charset, which rewrites Content-Type and moves
+    the headers it touches (and was a sixth of routing a message)."""
     encoding = (part.get("Content-Transfer-Encoding") or "").strip().lower()
-    charset = Charset(charset_name)
-    charset.body_encoding = BASE64 if encoding == "base64" else QP
-    # The new URLs are ASCII; a charset that cannot hold the text any more cannot happen,
-    # but utf-8 would be the honest fallback.
     try:
-        text.encode(charset.input_codec or charset_name)
+        body = text.encode(charset_name)
     except (LookupError, UnicodeEncodeError):
-        charset = Charset("utf-8")
-        charset.body_encoding = BASE64 if encoding == "base64" else QP
-    had_version = "MIME-Version" in part
-    del part["Content-Transfer-Encoding"]
-    part.set_payload(text, charset)
-    if not had_version:
-        del part["MIME-Version"]  # which set_payload adds to a body part, needlessly
+        # The new URLs are ASCII, so a charset that cannot hold the text any more cannot
+        # happen; utf-8 would be the honest fallback.
+        body = text.encode("utf-8")
+        part.set_param("charset", "utf-8")
+    if encoding == "base64":
+        part.set_payload(base64mime.body_encode(body, maxlinelen=76, eol="\n"))
+    else:
+        encoding = "quoted-printable"
+        part.set_payload(quoprimime.body_encode(body.decode("latin-1"), maxlinelen=76, eol="\n"))
+    if "Content-Transfer-Encoding" in part:
+        part.replace_header("Content-Transfer-Encoding", encoding)
+    else:
+        part["Content-Transfer-Encoding"] = encoding

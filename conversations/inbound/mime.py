@@ -119,7 +119,9 @@ class ParsedMessage:
     """The parts of a received message the router needs, read without ever raising."""
 
     raw: bytes
-    headers: dict[str, list[str]]  # lower-case name -> values (undecoded RFC 2047), in order
+    # lower-case name -> raw values, in order; decoded when asked for (most never are: long
+    # DKIM, ARC and Received values)
+    headers: dict[str, list[bytes]]
     from_address: str = ""
     from_name: str = ""
     subject: str = ""
@@ -129,11 +131,11 @@ class ParsedMessage:
     @classmethod
     def parse(cls, raw: bytes) -> ParsedMessage:
         header_block, _ = split_message(raw)
-        headers: dict[str, list[str]] = {}
+        headers: dict[str, list[bytes]] = {}
         for name, line in header_fields(header_block):
             _, colon, value = line.partition(b":")
             if colon:
-                headers.setdefault(name, []).append(decode_raw_header(value))
+                headers.setdefault(name, []).append(value)
         parsed = cls(raw=raw, headers=headers)
         parsed.from_name, parsed.from_address = parsed._address("from")
         parsed.subject = parsed.header_text("subject")
@@ -143,7 +145,7 @@ class ParsedMessage:
     def header(self, name: str) -> str | None:
         """The first value of a header, as it stands (RFC 2047 words not decoded)."""
         values = self.headers.get(name.lower())
-        return values[0] if values else None
+        return decode_raw_header(values[0]) if values else None
 
     def header_text(self, name: str) -> str:
         """A header with its RFC 2047 encoded words decoded; "" when absent."""

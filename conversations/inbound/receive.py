@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models.sql import InsertQuery
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -25,6 +26,12 @@ ROUTING = "inbound"  # the one routing wake-up's name
 # one query in 50 ms rather than one a message (tracking.delivery.wakeup, `trust`).
 ROUTING_WAKEUP_TRUST = 0.05
 routing_wakeups = Wakeups(RoutingWakeup, "name", trust=ROUTING_WAKEUP_TRUST)
+
+
+def routing_wakeup_trusted() -> bool:
+    """`inbound_enqueue_routing` would return at once, without a query: the routing task's
+    wake-up was seen a moment ago (ROUTING_WAKEUP_TRUST)."""
+    return routing_wakeups.trusted(ROUTING)
 
 
 def inbound_enqueue_routing() -> None:
@@ -63,7 +70,7 @@ def inbound_receive_many(arrivals: Sequence[Arrival]) -> list[InboundMessage]:
     the reason, so the SMTP server can refuse it. Only the header names are read here; the
     worker reads the rest. The caller wakes the worker once this has committed
     (`inbound_enqueue_routing`)."""
-    rows = [_inbound_row(arrival) for arrival in arrivals]
+    rows = inbound_rows(arrivals)
     if len(rows) == 1:
         # One INSERT on its own commits by itself: bulk_create's transaction would add a
         # BEGIN and a COMMIT round trip, each a wait for the GIL in the SMTP server.
@@ -71,6 +78,25 @@ def inbound_receive_many(arrivals: Sequence[Arrival]) -> list[InboundMessage]:
         return rows
     # bulk_create: one INSERT (a long list in batches), in one transaction.
     return InboundMessage.objects.bulk_create(rows)
+
+
+def inbound_rows(arrivals: Sequence[Arrival]) -> list[InboundMessage]:
+    """The unsaved rows of arriving messages: each with our Received trace line on top,
+    `pending`, or `refused` with the reason when it is in a mail loop."""
+    return [_inbound_row(arrival) for arrival in arrivals]
+
+
+def inbound_insert_statement(rows: Sequence[InboundMessage]) -> tuple[str, list]:
+    """The one INSERT ... RETURNING id that stores `rows`, as Django's compiler writes it for
+    bulk_create (PostgreSQL), for a connection other than Django's own (the SMTP server's
+    asynchronous one). Compiling it needs no database connection."""
+    opts = InboundMessage._meta
+    query = InsertQuery(InboundMessage)
+    query.insert_values([f for f in opts.concrete_fields if not f.primary_key], rows)
+    compiler = query.get_compiler(connection=connection)
+    compiler.returning_fields = [opts.pk]
+    ((sql, params),) = compiler.as_sql()
+    return sql, list(params)
 
 
 def _inbound_row(arrival: Arrival) -> InboundMessage:

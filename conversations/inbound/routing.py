@@ -53,11 +53,14 @@ THREAD_HEADERS = ("Message-ID", "In-Reply-To", "References")
 # carries on), so a flood does not hold a worker for ever.
 ROUTE_LIMIT = 5000
 # SQLite's write lock has no queue: a writer that finds it taken sleeps and retries, so a worker
-# routing back to back would starve the SMTP server's inserts. A short gap between messages
+# routing back to back would starve the SMTP server's inserts. A short gap between batches
 # lets them in (measured: twice the messages a second end to end with 3 ms).
 SQLITE_GAP = 0.003
-# Messages taken and routed in one transaction (PostgreSQL).
+# Messages taken and routed in one transaction. Smaller on SQLite, whose one write lock the
+# batch holds: 20 routed 2.6 times the messages a second of one at a time, end to end (8% ->
+# 21% of the plain sink), 50 a little less.
 ROUTE_BATCH = 50
+ROUTE_BATCH_SQLITE = 20
 # After a batch that was not full, the wait before the next (PostgreSQL). A batch costs about
 # 3 ms of fixed work (the claim, the lookups, the writes) and 0.5 ms a message: routing a
 # stream as it trickles in, 4 messages a batch, cost twice the CPU a message of full batches,
@@ -105,33 +108,33 @@ def inbound_route_pending(*, limit: int = ROUTE_LIMIT) -> int:
     """Route pending messages, oldest first, until none is left (or `limit`); how many were
     routed. Several workers may do this at once: each message is taken by one of them.
 
-    On PostgreSQL a batch of messages is taken and routed in one transaction (fewer round
-    trips), and a batch that was not full is followed by a short wait (ROUTE_LINGER) so the
-    next is fuller; if one of them fails, the batch rolls back and each is routed on its own,
-    so only that one ends `failed`. SQLite takes one message at a time, with a gap
-    (SQLITE_GAP)."""
+    A batch of messages is taken and routed in one transaction (fewer round trips); if one
+    of them fails, the batch rolls back and each is routed on its own, so only that one ends
+    `failed`. On PostgreSQL a batch that was not full is followed by a short wait
+    (ROUTE_LINGER) so the next is fuller; on SQLite every batch by a gap (SQLITE_GAP)."""
     sqlite = connection.vendor == "sqlite"
+    size = ROUTE_BATCH_SQLITE if sqlite else ROUTE_BATCH
     done = 0
     while done < limit:
-        routed = inbound_route() is not None if sqlite else _route_batch()
+        routed = _route_batch(size)
         if not routed:
             break
-        done += int(routed)
+        done += routed
         if sqlite:
             time.sleep(SQLITE_GAP)
-        elif routed < ROUTE_BATCH:
+        elif routed < size:
             time.sleep(ROUTE_LINGER)
     return done
 
 
-def _route_batch() -> int:
+def _route_batch(size: int) -> int:
     pks: list[int] = []
     try:
         with transaction.atomic():
             batch = list(
                 InboundMessage.objects.filter(status=InboundMessage.Status.PENDING)
                 .select_for_update(skip_locked=True)
-                .order_by("received_at", "pk")[:ROUTE_BATCH]
+                .order_by("received_at", "pk")[:size]
             )
             pks = [inbound.pk for inbound in batch]
             if batch:

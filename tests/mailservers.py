@@ -180,6 +180,12 @@ class SinkHandler:
     def __init__(self, sink: SmtpSink) -> None:
         self.sink = sink
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.sink.pipelining:  # aiosmtpd reads pipelined commands in turn; it only says so
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         self.sink.rcpt_seen.append(address)
         if self.sink.rcpt_delay:
@@ -210,7 +216,8 @@ class SmtpSink:
     """An aiosmtpd server that keeps what it receives. `reply_to_rcpt` maps a recipient to the
     reply RCPT gets ("550 5.1.1 No such user", "450 4.2.0 Try later"); `reply_to_data`, when
     set, is DATA's reply for every message; `rcpt_delay` holds every RCPT reply back;
-    `starttls` offers STARTTLS with a self-signed certificate."""
+    `starttls` offers STARTTLS with a self-signed certificate; `pipelining` offers PIPELINING
+    (RFC 2920)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, starttls: bool = False):
         self.host = host
@@ -221,6 +228,7 @@ class SmtpSink:
         self.reply_to_data: str | None = None
         self.rcpt_seen: list[str] = []  # every RCPT TO, answered or not
         self.rcpt_delay = 0.0  # seconds to wait before answering RCPT (a slow server)
+        self.pipelining = False
         self.controller: Controller | None = None
 
     def start(self) -> SmtpSink:

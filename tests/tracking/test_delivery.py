@@ -452,3 +452,112 @@ def test_a_message_that_cannot_be_built_is_undeliverable_and_the_batch_goes_on(m
     assert broken.disposition == Disposition.UNDELIVERABLE
     assert broken.last_smtp_response.startswith("could not build the message")
     assert mail_servers.mx.recipients() == ["b@example.net"]
+
+
+# --- PIPELINING (RFC 2920): MAIL, RCPT and DATA in one write where the server offers it -----
+
+
+@pytest.fixture
+def pipelined_writes(mail_servers, monkeypatch) -> list[bytes]:
+    """The MX offers PIPELINING; every write of the delivering client, watched."""
+    import smtplib
+
+    mail_servers.mx.pipelining = True
+    writes: list[bytes] = []
+    send = smtplib.SMTP.send
+
+    def watched(self, s):
+        writes.append(s.encode("ascii") if isinstance(s, str) else s)
+        return send(self, s)
+
+    monkeypatch.setattr(smtplib.SMTP, "send", watched)
+    return writes
+
+
+def test_with_pipelining_mail_rcpt_and_data_go_out_in_one_write(mail_servers, pipelined_writes):
+    messages = [make_message(recipient_address=f"r{i}@example.net") for i in range(3)]
+    assert tasks.deliver_message(messages[0].pk) == 3
+    assert [deliver(m).disposition for m in messages] == ["sent"] * 3
+    together = [w for w in pipelined_writes if w.startswith(b"MAIL FROM:")]
+    assert len(together) == 3
+    assert all(b"\r\nRCPT TO:<" in w and w.endswith(b"\r\nDATA\r\n") for w in together)
+    assert not any(w.startswith((b"RCPT", b"DATA")) for w in pipelined_writes)
+    received = mail_servers.mx.received
+    assert [r.rcpt_tos for r in received] == [[f"r{i}@example.net"] for i in range(3)]
+    assert all(email.message_from_bytes(r.data)["Message-ID"] for r in received)
+
+
+def test_with_pipelining_a_refused_recipient_ends_its_message_alone(mail_servers, pipelined_writes):
+    mail_servers.mx.reply_to_rcpt["r1@example.net"] = "550 5.1.1 No such user"
+    mail_servers.mx.reply_to_rcpt["r2@example.net"] = "450 4.2.0 Mailbox busy"
+    messages = [make_message(recipient_address=f"r{i}@example.net") for i in range(4)]
+    tasks.deliver_message(messages[0].pk)
+    messages = [deliver(m) for m in messages]
+    assert [m.disposition for m in messages] == ["sent", "undeliverable", "queued", "sent"]
+    assert messages[1].last_smtp_response == "550 5.1.1 No such user"
+    assert messages[2].last_smtp_response == "450 4.2.0 Mailbox busy"
+    assert mail_servers.mx.recipients() == ["r0@example.net", "r3@example.net"]
+
+
+def test_with_pipelining_a_refused_data_makes_the_message_undeliverable(
+    mail_servers, pipelined_writes
+):
+    mail_servers.mx.reply_to_data = "554 5.7.1 Message rejected as spam"
+    message = deliver(make_message())
+    assert message.disposition == Disposition.UNDELIVERABLE
+    assert message.attempts.get().smtp_code == 554
+
+
+def test_a_line_starting_with_a_dot_arrives_as_it_was_sent(mail_servers, pipelined_writes):
+    body = "first line\r\n.a line that starts with a dot\r\n..two dots\r\n."
+    message = deliver(make_message(text_content=body, html_content=""))
+    assert message.disposition == Disposition.SENT
+    [received] = mail_servers.mx.received
+    text = email.message_from_bytes(received.data, policy=default_policy).get_content()
+    assert text.replace("\r\n", "\n").rstrip("\n") == body.replace("\r\n", "\n")
+
+
+def test_with_pipelining_data_taken_after_a_refused_recipient_is_ended_empty(
+    mail_servers, settings
+):
+    """RFC 2920 section 3.1: a server may answer DATA with 354 though it refused the only
+    recipient; the client then ends the message at once with the lone dot."""
+    import socket
+    import threading
+
+    seen: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    settings.SMTP_DELIVERY_PORT = listener.getsockname()[1]
+
+    def scripted() -> None:
+        connection, _ = listener.accept()
+        with connection, connection.makefile("rb") as lines:
+            connection.sendall(b"220 scripted ESMTP\r\n")
+            for _ in range(20):  # bounded: the client's lines, in order
+                line = lines.readline()
+                seen.append(line)
+                if not line:
+                    return
+                command = line.upper()
+                if command.startswith(b"EHLO"):
+                    connection.sendall(b"250-scripted\r\n250 PIPELINING\r\n")
+                elif command.startswith(b"DATA"):
+                    connection.sendall(b"250 2.1.0 Ok\r\n550 5.1.1 No such user\r\n354 Go on\r\n")
+                elif line == b".\r\n":
+                    connection.sendall(b"554 5.5.1 No valid recipients\r\n")
+                elif command.startswith(b"RSET"):
+                    connection.sendall(b"250 2.0.0 Ok\r\n")
+                elif command.startswith(b"QUIT"):
+                    connection.sendall(b"221 Bye\r\n")
+
+    server = threading.Thread(target=scripted, daemon=True)
+    server.start()
+    try:
+        message = deliver(make_message())
+    finally:
+        server.join(5)
+        listener.close()
+    assert message.disposition == Disposition.UNDELIVERABLE
+    assert message.last_smtp_response == "550 5.1.1 No such user"
+    data_at = seen.index(b"DATA\r\n")
+    assert [line.upper() for line in seen[data_at + 1 : data_at + 3]] == [b".\r\n", b"RSET\r\n"]

@@ -1,5 +1,8 @@
 """One SMTP connection to one MX address, carrying as many messages as it is given.
 
+Where the server offers PIPELINING (RFC 2920; Postfix, Exim and the big providers do), MAIL,
+RCPT and DATA go out together: two round trips a message instead of four.
+
 STARTTLS is used whenever the server offers it. Certificates are not verified: this is
 opportunistic TLS (RFC 7435), which protects against passive listening, and MX servers with
 self-signed certificates are common; refusing them would only push mail back to plain text.
@@ -7,6 +10,7 @@ self-signed certificates are common; refusing them would only push mail back to 
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
 import ssl
@@ -54,6 +58,7 @@ class MxConnection:
         self.address = address
         self.smtp: smtplib.SMTP | None = None
         self.tls = False
+        self.pipelining = False
 
     def __enter__(self) -> MxConnection:
         return self
@@ -84,6 +89,7 @@ class MxConnection:
             smtp.close()
             return SmtpReply(None, _describe(e, self), self.host)
         self.smtp = smtp
+        self.pipelining = smtp.has_extn("pipelining")
         return None
 
     @property
@@ -96,6 +102,8 @@ class MxConnection:
         assert self.smtp is not None
         smtp = self.smtp
         try:
+            if self.pipelining:
+                return self._send_pipelined(smtp, mail_from, rcpt_to, data)
             # smtplib's mail() and rcpt() run each address through email.utils.parseaddr (a
             # sixth of a delivery's CPU) to quote it; ours are plain ASCII addresses, checked
             # when accepted, so they are quoted as they are (putcmd still refuses CR and LF).
@@ -119,6 +127,33 @@ class MxConnection:
             self.close()
             return SmtpReply(None, _describe(e, self), self.host)
 
+    def _send_pipelined(
+        self, smtp: smtplib.SMTP, mail_from: str, rcpt_to: str, data: bytes
+    ) -> SmtpReply:
+        """MAIL, RCPT and DATA in one write, their three replies read in order; the message
+        follows if all three were accepted. The first refusal is the answer."""
+        if _NEWLINE.search(mail_from + rcpt_to):
+            raise ValueError("an address with a line break cannot go into an SMTP command")
+        smtp.send(f"MAIL FROM:<{mail_from}>\r\nRCPT TO:<{rcpt_to}>\r\nDATA\r\n")
+        replies = [smtp.getreply() for _ in range(3)]
+        (mail_code, _), (rcpt_code, _), (data_code, _) = replies
+        accepted = mail_code == 250 and rcpt_code in (250, 251)
+        if data_code == 354:
+            # A server may take DATA though it refused the recipient (RFC 2920 section 3.1):
+            # the message is then ended at once, empty, and that is refused too.
+            smtp.send(_dot_stuffed(data) if accepted else b".\r\n")
+            final = smtp.getreply()
+            if accepted:
+                return SmtpReply(final[0], _text(final[1]), self.host)
+        if mail_code != 250:
+            code, text = replies[0]
+        elif rcpt_code not in (250, 251):
+            code, text = replies[1]
+        else:
+            code, text = replies[2]  # DATA itself refused
+        smtp.rset()
+        return SmtpReply(code, _text(text), self.host)
+
     def close(self) -> None:
         if self.smtp is None:
             return
@@ -127,6 +162,19 @@ class MxConnection:
             smtp.quit()
         except (OSError, smtplib.SMTPException):
             smtp.close()
+
+
+_NEWLINE = re.compile(r"[\r\n]")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """The message as DATA carries it: a line that starts with "." gets another (RFC 5321
+    section 4.5.2), and the lone "." line ends it."""
+    data = _LEADING_DOT.sub(b"..", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
 
 
 def _describe(error: BaseException, connection: MxConnection) -> str:

@@ -27,8 +27,10 @@ def inbound_route_pending() -> int:
     (stored after the last look, while the wake-up said a task was coming) gets a task of
     its own. A worker that dies mid-task leaves the wake-up for WAKEUP_STALE: the sweep
     routes the messages meanwhile."""
-    done = routing.inbound_route_pending()
-    routing_wakeups.finish(ROUTING)
+    try:
+        done = routing.inbound_route_pending()
+    finally:
+        routing_wakeups.finish(ROUTING)  # even after a failure: the next message wakes a task
     if InboundMessage.objects.filter(status=InboundMessage.Status.PENDING).exists():
         inbound_enqueue_routing()
     return done

@@ -73,7 +73,7 @@ def inbound_receive_many(arrivals: Sequence[Arrival]) -> list[InboundMessage]:
     rows = inbound_rows(arrivals)
     if len(rows) == 1:
         # One INSERT on its own commits by itself: bulk_create's transaction would add a
-        # BEGIN and a COMMIT round trip, each a wait for the GIL in the SMTP server.
+        # BEGIN and a COMMIT round trip.
         rows[0].save(force_insert=True)
         return rows
     # bulk_create: one INSERT (a long list in batches), in one transaction.

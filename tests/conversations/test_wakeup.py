@@ -126,3 +126,17 @@ def test_a_wake_up_is_trusted_only_from_before_it_was_looked_at(transactional_db
     RoutingWakeup.objects.create(name="inbound")
     routing_wakeups.wake("inbound", lambda: None)
     assert routing_wakeups.seen.get("inbound") is None
+
+
+def test_a_routing_task_that_fails_lets_its_wake_up_go(inbound_server, alias, monkeypatch):
+    from conversations.inbound import routing
+
+    send(inbound_server, 1)
+
+    def broken() -> int:
+        raise RuntimeError("routing exploded")
+
+    monkeypatch.setattr(routing, "inbound_route_pending", broken)
+    with pytest.raises(RuntimeError):
+        tasks.inbound_route_pending()
+    assert not RoutingWakeup.objects.exists()  # so the next message queues a task at once

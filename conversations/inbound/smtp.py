@@ -173,9 +173,16 @@ class AsyncStore:
         # its cursor class is a synchronous one, so the asynchronous counterpart instead.
         params = connection.get_connection_params()
         params.pop("cursor_factory", None)
-        return await psycopg.AsyncConnection.connect(
+        new = await psycopg.AsyncConnection.connect(
             **params, autocommit=True, cursor_factory=psycopg.AsyncClientCursor
         )
+        if role := connection.settings_dict["OPTIONS"].get("assume_role"):
+            try:
+                await new.execute("SET ROLE %s", [role])  # as Django does for its own
+            except BaseException:
+                await new.close()
+                raise
+        return new
 
     async def close(self) -> None:
         if self.connection is not None:

@@ -351,3 +351,33 @@ def test_a_connection_broken_since_its_last_use_is_replaced_without_a_451(
     assert inbound_server.send(two, mail_from="bob@customer.com", to=PROXY) == {}
     assert caplog.text.count("trying on a new one") == 2
     assert InboundMessage.objects.count() == 2
+
+
+@pytest.fixture
+def assumed_role(transactional_db, monkeypatch):
+    """A role Django is told to assume (OPTIONS["assume_role"]), made for the test."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the asynchronous store is PostgreSQL's")
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE ROLE iovox_smtpd_test NOLOGIN")
+    monkeypatch.setitem(connection.settings_dict["OPTIONS"], "assume_role", "iovox_smtpd_test")
+    yield "iovox_smtpd_test"
+    with connection.cursor() as cursor:
+        cursor.execute("DROP ROLE iovox_smtpd_test")
+
+
+def test_the_asynchronous_store_takes_the_role_django_is_told_to_assume(assumed_role):
+    from conversations.inbound.smtp import AsyncStore
+
+    async def current_user() -> str:
+        store = AsyncStore()
+        new = await store._connect()
+        try:
+            cursor = await new.execute("SELECT current_user")
+            return (await cursor.fetchone())[0]
+        finally:
+            await new.close()
+
+    assert asyncio.run(current_user()) == assumed_role

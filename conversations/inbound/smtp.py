@@ -190,11 +190,6 @@ class AsyncStore:
             await connection_.close()
 
 
-def _store(arrivals: list[Arrival]) -> list[InboundMessage]:
-    """Store the messages in one transaction (the thread pool's way: SQLite)."""
-    return inbound_receive_many(arrivals)
-
-
 # The usual argument of MAIL FROM and RCPT TO: <local@domain> with a dot-atom local part and a
 # plain domain name, then nothing or ESMTP parameters (no comment, no quoted pair).
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -303,7 +298,7 @@ class InboundHandler:
         if self.store is not None:
             stored = await self.store.store(arrivals)
         else:
-            stored = await self._run(_store, arrivals)
+            stored = await self._run(inbound_receive_many, arrivals)  # SQLite: the pool's way
         pending = any(inbound.status == InboundMessage.Status.PENDING for inbound in stored)
         if pending and not routing_wakeup_trusted():
             await self._run(inbound_enqueue_routing)  # never raises: the sweep covers a lost task

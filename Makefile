@@ -3,19 +3,29 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
+DEV_STAMP := $(VENV)/.installed-dev-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 WEB_PORT ?= 8000
 
-.PHONY: run test lint format venv migrate demo bench-send bench-tracking bench-search bench-inbound bench-portal clean
+.PHONY: run test lint format venv dev migrate demo bench-send bench-tracking bench-search bench-inbound bench-portal bench-small clean
 
+# Runtime packages only (requirements.txt): what `make run` needs.
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; $(PYTHON) is " + sys.version.split()[0])'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	@rm -f $(VENV)/.installed-*
+	@rm -f $(VENV)/.installed-[0-9]*
 	@touch $(STAMP)
 
+# Runtime plus development and test packages (requirements-dev.txt): tests, lint, benchmarks.
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-dev-*
+	@touch $(DEV_STAMP)
+
 venv: $(STAMP)
+
+dev: $(DEV_STAMP)
 
 migrate: venv
 	$(PY) manage.py migrate --noinput
@@ -38,31 +48,37 @@ run: demo
 		setsid $(PY) manage.py smtpd & pids="$$pids $$!"; \
 		wait'
 
-test: venv
+test: dev
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: venv
+lint: dev
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
-format: venv
+format: dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench-send: venv
+bench-send: dev
 	$(PY) bench/send.py
 
-bench-tracking: venv
+bench-tracking: dev
 	$(PY) bench/tracking.py
 
-bench-search: venv
+bench-search: dev
 	$(PY) bench/search.py
 
-bench-inbound: venv
+bench-inbound: dev
 	$(PY) bench/inbound.py
 
-bench-portal: venv
+bench-portal: dev
 	$(PY) bench/portal.py
+
+# Every benchmark in its small mode (a few seconds each), so a benchmark that breaks fails CI.
+bench-small: dev
+	BENCH_SMALL=1 $(PY) bench/search.py
+	BENCH_SMALL=1 $(PY) bench/tracking.py
+	BENCH_SMALL=1 $(PY) bench/portal.py
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3* .pytest_cache

@@ -32,8 +32,10 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-MESSAGES = int(os.environ.get("MESSAGES", "20000"))
-ROUNDS = int(os.environ.get("ROUNDS", "15"))
+# BENCH_SMALL=1: a small account and few rounds, a few seconds in all (CI).
+SMALL = os.environ.get("BENCH_SMALL") == "1"
+MESSAGES = int(os.environ.get("MESSAGES", "2000" if SMALL else "20000"))
+ROUNDS = int(os.environ.get("ROUNDS", "3" if SMALL else "15"))
 
 
 def seed() -> Client:

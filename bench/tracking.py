@@ -32,10 +32,12 @@ sys.path.insert(0, str(ROOT))
 
 PORT = int(os.environ.get("BENCH_PORT", "22080"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
-SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+# BENCH_SMALL=1: short rounds and fewer messages, a few seconds in all (CI).
+SMALL = os.environ.get("BENCH_SMALL") == "1"
+SECONDS = float(os.environ.get("BENCH_SECONDS", "0.5" if SMALL else "4"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if SMALL else "3"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
-MESSAGES = int(os.environ.get("BENCH_MESSAGES", "5000"))
+MESSAGES = int(os.environ.get("BENCH_MESSAGES", "500" if SMALL else "5000"))
 BASE = f"http://127.0.0.1:{PORT}"
 
 

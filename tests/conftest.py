@@ -89,22 +89,17 @@ def sync_tasks(monkeypatch):
 @pytest.fixture(autouse=True)
 def process_caches_start_empty():
     """Each test starts with nothing cached from another test's (rolled back) rows."""
-    from conversations.inbound.receive import routing_wakeups
     from tracking.delivery.dkim import dkim_key_cache
-    from tracking.delivery.wakeup import delivery_wakeups
     from tracking.services.accounts import credential_cache
     from tracking.services.directory import link_cache
 
     for cache in (credential_cache, link_cache, dkim_key_cache):
         cache.clear()
-    for wakeups in (routing_wakeups, delivery_wakeups):
-        wakeups.seen.clear()
 
 
 @pytest.fixture(autouse=True)
-def batches_handled_at_once(settings):
-    """Tracking hits are written, and delivery woken, within their request in tests. The web
-    default batches both for later (tracking/buffering.py), possibly from a timer thread whose
-    own connection could not see a test's uncommitted rows."""
+def hits_written_at_once(settings):
+    """Tracking hits are written within their request in tests. The web default batches them
+    for later (tracking/buffering.py), possibly from a timer thread whose own connection could
+    not see a test's uncommitted rows."""
     settings.TRACKING_EVENT_FLUSH_INTERVAL = 0
-    settings.DELIVERY_WAKEUP_INTERVAL = 0

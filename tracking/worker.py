@@ -24,7 +24,8 @@ cluster waits for no more than that (and the batches in flight). At most DELIVER
 of the delivery loop, and one of the routing loop, work at a time in the whole system: each
 holds a WorkerLease row, taken by conditional UPDATE, renewed every RENEW_EVERY seconds, and
 free again LEASE_SECONDS after its holder stops renewing it. A run that finds every slot held
-ends at once; one that finds a holder that stopped renewing waits for its lease to lapse.
+ends at once, unless a holder has stopped renewing (STALE_SECONDS): then it waits for that
+lease to run out and takes the slot.
 
 Runs are enqueued by the run before (its successor); by every worker process as it starts
 (django-q2's post_spawn: a cluster starting, a dead worker replaced), so the loops start with
@@ -58,8 +59,10 @@ log = logging.getLogger(__name__)
 
 POLL = 0.2  # seconds between looks when there is nothing to do (django-q2's ORM broker: 0.2)
 RUN_SECONDS = 15.0
-LEASE_SECONDS = 10.0
-RENEW_EVERY = 1.0
+LEASE_SECONDS = 5.0
+RENEW_EVERY = 0.5
+# A lease not renewed for this long has likely lost its run (its worker killed).
+STALE_SECONDS = 3 * RENEW_EVERY
 # How long a delivery run waits for its batches in flight once it has ended, well within
 # django-q2's task timeout. A thread still sending after that is left to finish on its own;
 # its messages' claims lapse and they are tried again.
@@ -157,14 +160,15 @@ class Lease:
                 )
                 if taken:
                     return cls(name, holder)
-            # Every slot is held. A holder that has missed renewals has likely died (a worker
-            # killed): wait for its lease to lapse, once.
-            missed = now + timedelta(seconds=LEASE_SECONDS - 3 * RENEW_EVERY)
-            lapsing = WorkerLease.objects.filter(name__in=names, expires_at__lt=missed)
+            # Every slot is held. One not renewed for STALE_SECONDS has likely lost its run (a
+            # worker killed): wait for its lease to run out, once. A live holder's is left
+            # alone: if it dies now after all, the one-minute schedule takes over.
+            stale = now + timedelta(seconds=LEASE_SECONDS - STALE_SECONDS)
+            lapsing = WorkerLease.objects.filter(name__in=names, expires_at__lt=stale)
             lapses_at = lapsing.aggregate(at=Min("expires_at"))["at"]
             if lapses_at is None:
                 return None
-            time.sleep(max(0.0, (lapses_at - timezone.now()).total_seconds()) + 0.1)
+            time.sleep(max(0.0, (lapses_at - timezone.now()).total_seconds()) + 0.05)
         return None
 
     def keep(self) -> bool:

@@ -175,6 +175,40 @@ def test_gunicorn_answers_at_once_and_a_graceful_stop_writes_every_buffered_hit(
     ]
 
 
+FIRST_REQUEST = """
+import django
+django.setup()
+from django.test import Client
+assert Client().get({path!r}).status_code == 200  # this process's first request
+from tracking.engagement import recorder  # imported only now, as in a web process
+from tracking.models import TrackingEvent
+print(TrackingEvent.objects.count(), recorder.tracking_events_flush())
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_web_processs_first_hit_is_batched_like_the_others():
+    """The request signals are connected when the app starts, not when the module that
+    batches is first imported (during the first request, too late for it)."""
+    message = MessageFactory()
+    with override_settings(TRACKING_BASE_URL="http://testserver"):
+        path = tokens.open_url(message.message_id).removeprefix("http://testserver")
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "DJANGO_SETTINGS_MODULE": "iovox_email.settings",
+        "TRACKING_BASE_URL": "http://testserver",
+        "TRACKING_EVENT_FLUSH_INTERVAL": "60",
+        "LOG_LEVEL": "WARNING",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_REQUEST.format(path=path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["0", "1"]  # buffered, not written; then written by a flush
+
+
 def wait_for(url: str, server: subprocess.Popen, log) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

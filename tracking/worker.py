@@ -112,11 +112,9 @@ def loop_run(name: str, turn: Callable[[], bool]) -> int:
             turns += 1
             if not busy:
                 time.sleep(POLL)
-    except BaseException:
-        lease.release()  # killed by django-q2's timeout, say: the next run may start at once
-        raise
-    lease.release()
-    loop_enqueue(loop)
+    finally:
+        lease.release()
+    loop_enqueue(loop)  # the successor, once the slot is free for it
     return turns
 
 
@@ -145,30 +143,35 @@ class Lease:
 
     @classmethod
     def take(cls, loop: ResidentLoop) -> Lease | None:
+        """A free slot of `loop`, or None when a live run holds every one."""
         names = [f"{loop.name}/{n}" for n in range(max(1, loop.slots()))]
         WorkerLease.objects.bulk_create(
             [WorkerLease(name=name) for name in names], ignore_conflicts=True
         )
         holder = uuid.uuid4()
-        for _ in range(2):
-            now = timezone.now()
-            expires_at = now + timedelta(seconds=LEASE_SECONDS)
-            free = Q(holder__isnull=True) | Q(expires_at__lte=now)
-            for name in names:
-                taken = WorkerLease.objects.filter(free, name=name).update(
-                    holder=holder, expires_at=expires_at
-                )
-                if taken:
-                    return cls(name, holder)
-            # Every slot is held. One not renewed for STALE_SECONDS has likely lost its run (a
-            # worker killed): wait for its lease to run out, once. A live holder's is left
-            # alone: if it dies now after all, the one-minute schedule takes over.
-            stale = now + timedelta(seconds=LEASE_SECONDS - STALE_SECONDS)
-            lapsing = WorkerLease.objects.filter(name__in=names, expires_at__lt=stale)
-            lapses_at = lapsing.aggregate(at=Min("expires_at"))["at"]
-            if lapses_at is None:
-                return None
-            time.sleep(max(0.0, (lapses_at - timezone.now()).total_seconds()) + 0.05)
+        if lease := cls._take_free(names, holder):
+            return lease
+        # Every slot is held. One not renewed for STALE_SECONDS has likely lost its run (a
+        # worker killed): wait for its lease to run out, and try again. A live holder is left
+        # alone; should it die just now after all, the one-minute schedule takes over.
+        stale = timezone.now() + timedelta(seconds=LEASE_SECONDS - STALE_SECONDS)
+        lapsing = WorkerLease.objects.filter(name__in=names, expires_at__lt=stale)
+        lapses_at = lapsing.aggregate(at=Min("expires_at"))["at"]
+        if lapses_at is None:
+            return None
+        time.sleep(max(0.0, (lapses_at - timezone.now()).total_seconds()) + 0.05)
+        return cls._take_free(names, holder)
+
+    @classmethod
+    def _take_free(cls, names: list[str], holder: uuid.UUID) -> Lease | None:
+        now = timezone.now()
+        free = Q(holder__isnull=True) | Q(expires_at__lte=now)
+        for name in names:
+            taken = WorkerLease.objects.filter(free, name=name).update(
+                holder=holder, expires_at=now + timedelta(seconds=LEASE_SECONDS)
+            )
+            if taken:
+                return cls(name, holder)
         return None
 
     def keep(self) -> bool:
@@ -193,7 +196,7 @@ class Lease:
 
 
 def delivery_loop() -> int:
-    """One run of the delivery loop; the turns it took."""
+    """One run of the delivery loop; the turns it took (0: another run holds the slot)."""
     connections = Connections(settings.DELIVERY_CONNECTIONS)
     try:
         return loop_run("delivery", Delivery(connections).turn)

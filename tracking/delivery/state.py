@@ -97,8 +97,11 @@ def messages_transition(transitions: Sequence[Transition]) -> list[bool]:
     with transaction.atomic():
         current = {
             pk: row
+            # Locked in primary key order, as every batch transition locks them: a worker's
+            # outcomes and the loop's expiries never wait for each other in a circle.
             for pk, *row in Message.objects.select_for_update()
             .filter(pk__in=[t.message.pk for t in transitions])
+            .order_by("pk")
             .values_list("pk", "disposition", "state_version", "claim_token")
         }
         movable = [

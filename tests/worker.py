@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 class InThisThread:
     """Connections for `Delivery` that deliver each batch at once, in the caller's thread."""
 
+    size = 1
+
     def reserve(self, timeout: float) -> bool:
         return True
 
@@ -42,6 +44,9 @@ class InThisThread:
 
     def renew(self) -> None:
         pass
+
+    def busy_with(self, domain: str) -> int:
+        return 0
 
 
 def deliver_due() -> int:

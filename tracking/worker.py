@@ -7,10 +7,10 @@ schedule says, and a backlog of any size should drain with nobody enqueueing any
 tasks run all the time:
 
 - `tracking.tasks.delivery_loop` (`delivery_loop` below). Each turn it expires the queued
-  messages whose EMAIL_EXPIRY has passed, then claims a batch of due messages for a free
-  connection. It takes the recipient domains with due mail in turn (alphabetical, wrapping
-  round), so a backlog of 20,000 to one domain holds a message to another back by one batch
-  at most, and one domain alone may use every connection. DELIVERY_CONNECTIONS threads
+  messages whose EMAIL_EXPIRY has passed, then claims a batch of one domain's due messages
+  for a free connection (`Delivery.next_domain`: the domains in turn, alternating with the
+  domain of whatever fell due last), so neither a backlog to one domain nor one spread over
+  many holds a new message back by more than a batch or two. DELIVERY_CONNECTIONS threads
   deliver the batches (tracking/delivery/deliver.py), each with its own SMTP and database
   connections, so a slow MX holds up only its own thread.
 - `conversations.tasks.routing_loop`, which routes the inbound mail the SMTP server stored.
@@ -51,7 +51,12 @@ from django.db.models import Min, Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from tracking.delivery.claims import claims_renew, messages_claim, next_due_domain
+from tracking.delivery.claims import (
+    claims_renew,
+    freshest_due_domain,
+    messages_claim,
+    next_due_domain,
+)
 from tracking.delivery.deliver import batch_deliver, messages_expire
 from tracking.models import Message, WorkerLease
 
@@ -209,7 +214,8 @@ class Delivery:
 
     def __init__(self, connections: Connections) -> None:
         self.connections = connections
-        self.domain = ""  # the domain of the last batch claimed: the next is after it
+        self.domain = ""  # where the round of the domains has got to
+        self.by_freshness = False
 
     def turn(self) -> bool:
         """Expire overdue messages, renew the claims in flight, and claim one batch for a free
@@ -218,14 +224,27 @@ class Delivery:
         self.connections.renew()
         if not self.connections.reserve(timeout=POLL):
             return True  # every connection busy: look again when one is free
-        domain = next_due_domain(after=self.domain)
+        domain = self.next_domain()
         batch = messages_claim(domain=domain) if domain else []
         if not batch:
             self.connections.unreserve()
             return False
-        self.domain = domain
         self.connections.submit(batch)
         return True
+
+    def next_domain(self) -> str | None:
+        """Every other turn, the domain of the message that fell due last (just accepted, or
+        a retry whose time has just come), so it goes out within a turn or two however much
+        is waiting; the other turns go round the domains with due mail, so none waits for
+        another's backlog. A domain already using half the connections gives way to the next
+        in the round, unless it is the only one with due mail."""
+        self.by_freshness = not self.by_freshness
+        domain = freshest_due_domain() if self.by_freshness else None
+        if domain is None:
+            domain = self.domain = next_due_domain(after=self.domain) or ""
+        if self.connections.busy_with(domain) >= max(1, self.connections.size // 2):
+            domain = self.domain = next_due_domain(after=domain) or domain
+        return domain or None
 
 
 class Connections:
@@ -257,6 +276,11 @@ class Connections:
             thread.start()
             self.threads.append(thread)
         self.batches.put(batch)
+
+    def busy_with(self, domain: str) -> int:
+        """How many batches to `domain` are in flight."""
+        with self.lock:
+            return sum(batch[0].recipient_domain == domain for batch in self.in_flight.values())
 
     def renew(self) -> None:
         """Renew the claims in flight, a third of DELIVERY_LOCK_SECONDS after the last time."""

@@ -260,6 +260,67 @@ def test_domains_take_turns_so_a_backlog_delays_another_domain_by_one_batch(mail
     assert Message.objects.filter(disposition=Disposition.SENT).count() == 7
 
 
+def test_mail_to_a_new_domain_goes_within_two_turns_however_many_domains_wait(
+    mail_servers, settings
+):
+    from tests.worker import InThisThread
+    from tracking.worker import Delivery
+
+    for n in range(8):
+        mail_servers.dns.route(f"d{n}.example")
+        for i in range(2):
+            make_message(recipient_address=f"r{i}@d{n}.example")
+    delivery = Delivery(InThisThread())
+    for _ in range(3):
+        assert delivery.turn()
+    mail_servers.dns.route("zz-late.example")
+    late = make_message(recipient_address="late@zz-late.example")
+    delivery.turn()
+    delivery.turn()
+    late.refresh_from_db()
+    assert late.disposition == Disposition.SENT
+    assert Message.objects.filter(disposition=Disposition.RECEIVED).count() >= 8
+
+
+def test_a_retry_that_falls_due_goes_within_two_turns_however_much_waits(mail_servers, settings):
+    from tests.worker import InThisThread
+    from tracking.worker import Delivery
+
+    for n in range(8):
+        mail_servers.dns.route(f"d{n}.example")
+        make_message(recipient_address=f"r@d{n}.example")
+    retry = make_message(
+        recipient_address="busy@example.net",
+        disposition=Disposition.QUEUED,
+        next_attempt_at=timezone.now() + timedelta(seconds=30),
+    )
+    delivery = Delivery(InThisThread())
+    delivery.turn()
+    with time_machine.travel(timezone.now() + timedelta(seconds=31)):
+        delivery.turn()
+        delivery.turn()
+    retry.refresh_from_db()
+    assert retry.disposition == Disposition.SENT
+    assert Message.objects.filter(disposition=Disposition.RECEIVED).count() >= 5
+
+
+def test_a_domain_using_half_the_connections_gives_way_unless_it_is_alone(mail_servers):
+    from tests.worker import InThisThread
+    from tracking.worker import Delivery
+
+    class HalfBusyWithExampleNet(InThisThread):
+        size = 4
+
+        def busy_with(self, domain: str) -> int:
+            return 2 if domain == "example.net" else 0
+
+    make_message(recipient_address="a@example.net")
+    delivery = Delivery(HalfBusyWithExampleNet())
+    assert delivery.next_domain() == "example.net"  # the only one with due mail
+    make_message(recipient_address="b@other.example")
+    assert {delivery.next_domain(), delivery.next_domain()} == {"other.example"}
+
+
 def test_one_refusal_in_a_batch_does_not_stop_the_others(mail_servers):
     mail_servers.mx.reply_to_rcpt["r1@example.net"] = "550 5.1.1 No such user"
     messages = [make_message(recipient_address=f"r{i}@example.net") for i in range(3)]

@@ -132,6 +132,7 @@ def _changes(transition: Transition) -> dict[str, Any]:
         "disposition": transition.to,
         "locked_until": None,
         "claim_token": None,
+        "next_attempt_at": None,  # only a move to `queued` sets the next one
         **transition.fields,
     }
 

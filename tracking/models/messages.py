@@ -98,7 +98,9 @@ class Message(models.Model):
     # attempt to a remote server; state_version counts disposition changes (state.py), which
     # are conditional on it. None of these is indexed, so a claim is a HOT update.
     attempt_count = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When the next attempt is due (for the first, when the message was stored); none once the
+    # message waits for no attempt.
+    next_attempt_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
     locked_until = models.DateTimeField(null=True, blank=True)
     state_version = models.PositiveIntegerField(default=0)
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
@@ -142,14 +144,10 @@ class Message(models.Model):
                 fields=["account", "proxy_address", "receive_date"],
                 name="msg_account_proxy_received",
             ),
-            # Messages waiting for delivery, by recipient domain in arrival order: the delivery
-            # loop's turn over the domains and its claims of a domain's oldest messages.
-            models.Index(
-                fields=["recipient_domain", "id"],
-                name="msg_waiting_domain",
-                condition=models.Q(disposition__in=["received", "queued"]),
-            ),
-            # Queued messages by their next attempt: expiry.
+            # Delivery (tracking/delivery/claims.py): the recipient domains with waiting mail
+            # in turn, and a domain's oldest messages ...
+            models.Index(fields=["disposition", "recipient_domain", "id"], name="msg_disp_domain"),
+            # ... and messages by when they fall due: the latest, and expiry.
             models.Index(fields=["disposition", "next_attempt_at"], name="msg_disp_due"),
         ]
 

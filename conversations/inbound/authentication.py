@@ -290,7 +290,10 @@ def _signatures(raw: bytes, deadline: float) -> list[Signature]:
             result = PASS if verifier.verify(idx=index, dnsfunc=dnsfunc) else FAIL
         except DnsUnavailable:
             result = TEMPERROR
-        except Exception:  # noqa: BLE001 - a malformed signature (dkim.ValidationError, ...)
+        except dkim.DKIMException:  # a body hash mismatch, a malformed signature or key
+            result = FAIL
+        except Exception:  # noqa: BLE001 - hostile input must never stop routing
+            log.warning("DKIM check of signature %d failed", index, exc_info=True)
             result = PERMERROR
         fields = verifier.signature_fields or {}
         signatures.append(

@@ -19,6 +19,8 @@ from email.header import decode_header, make_header
 from django.conf import settings
 from django.utils import timezone
 
+from tracking.text import text_safe
+
 # Our own loop header: every message we forward or relay carries it, so a message that comes
 # back to us with it went round a loop (a destination that forwards back to an alias).
 LOOP_HEADER = "X-Iovox-Loop"
@@ -106,13 +108,6 @@ class Envelope:
     mail_from: str = ""
     helo: str = ""
     peer: str = ""
-
-
-def text_safe(value: str) -> str:
-    """Text read from a message, as every text column can store it: NUL (which PostgreSQL
-    refuses in text) becomes U+FFFD. The message itself is kept and passed on as its bytes;
-    only the text read from it for search, the portal and the records goes through here."""
-    return value.replace("\x00", "\ufffd")
 
 
 def decode_raw_header(value: bytes) -> str:

@@ -14,9 +14,10 @@ from django.db.models.sql import InsertQuery
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from conversations.inbound.mime import Envelope, loop_reason, received_header, text_safe
+from conversations.inbound.mime import Envelope, loop_reason, received_header
 from conversations.models import InboundMessage, RoutingWakeup
 from tracking.delivery.wakeup import Wakeups
+from tracking.text import text_safe
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,6 @@ from conversations.inbound.mime import (
     format_address,
     forward_headers,
     keep_headers,
-    text_safe,
 )
 from conversations.inbound.recipients import (
     Recipient,
@@ -53,6 +52,7 @@ from tracking.engagement.mime import mime_bytes, mime_parse, mime_tree_add_track
 from tracking.models import Contact, Direction, Disposition, Link, Message
 from tracking.services.bounces import bounce_process
 from tracking.services.messages import MessageDraft, message_refuse, messages_accept
+from tracking.text import text_safe
 
 log = logging.getLogger(__name__)
 

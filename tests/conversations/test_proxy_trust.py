@@ -387,6 +387,37 @@ def test_proxy_mail_with_nuls_is_relayed(live, conversation, mail_servers):
     assert b"body\x00text" in mail_servers.mx.received[0].data
 
 
+def test_nuls_in_the_helo_name_and_envelope_sender_are_stored_and_forwarded(
+    inbound_server, link, sync_tasks, mail_servers
+):
+    with inbound_server.client() as smtp:
+        smtp.ehlo("client\x00host")
+        assert smtp.mail("lead\x00@gmail.example")[0] == 250
+        assert smtp.rcpt(link.email_address)[0] == 250
+        code, _ = smtp.data(message(sender="lead@gmail.example", to=link.email_address))
+    assert code == 250
+    inbound = InboundMessage.objects.get()
+    assert (inbound.helo, inbound.mail_from) == ("client\ufffdhost", "lead\ufffd@gmail.example")
+    assert inbound.status == InboundMessage.Status.ROUTED
+    assert len(mail_servers.mx.received) == 1
+
+
+def test_a_bounce_with_nuls_marks_the_message_it_bounces(live, conversation, mail_servers):
+    from tests.conversations.conftest import eml
+    from tracking.delivery.verp import verp_address
+
+    proxy = conversation.proxy_address
+    live.send(message(sender=PARTY_B, to=proxy), mail_from=PARTY_B, to=proxy)
+    relayed = Message.objects.get()
+    bounce_to = verp_address(relayed)
+    dsn = eml("postfix_dsn_to_verp.eml", sender=PARTY_A, to=bounce_to)
+    dsn = dsn.replace(b"Recipient address rejected", b"Recipient\x00address rejected")
+    live.send(dsn, mail_from="", to=bounce_to)
+    assert InboundMessage.objects.order_by("pk").last().status == InboundMessage.Status.ROUTED
+    relayed.refresh_from_db()
+    assert relayed.disposition == "received_bounced"
+
+
 # --- Routing that fails ---------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ package evaluates the policy here, on domains we read ourselves.
 from __future__ import annotations
 
 import email.utils
+import functools
 import ipaddress
 import logging
 import re
@@ -129,8 +130,9 @@ class Verdict:
             signature.result == TEMPERROR for signature in own_signatures
         )
         # Nothing of the domain's own to check, unless its DMARC record says it authenticates
-        # its mail.
-        unchecked = own_spf and self.spf == NONE and not own_signatures
+        # its mail. (SPF `none` says so of the envelope's domain only: one on another domain,
+        # even a subdomain, could have been picked for having no record.)
+        unchecked = self.spf_domain == domain and self.spf == NONE and not own_signatures
         if could_pass or (unchecked and self.dmarc == TEMPERROR):
             return Trust(False, True, f"DNS lookups failed: {evidence}")
         if unchecked and self.dmarc == NONE:
@@ -348,13 +350,7 @@ def _dmarc_record(domain: str, deadline: float) -> tuple[str | None, str | None]
     """The DMARC record that applies to `domain` and, when it is the organizational domain's,
     that domain (RFC 7489 section 6.6.3: the From domain's own record, else its
     organizational domain's; several records count as none)."""
-    try:
-        org_domain = dmarc.psl.get_public_suffix(domain)
-    except Exception:  # noqa: BLE001 - a From domain the suffix list cannot read
-        org_domain = None
-    for name in dict.fromkeys([domain, org_domain]):
-        if not name:
-            continue
+    for name in dict.fromkeys([domain, _org_domain(domain)]):
         records = [r for r in _txt(f"_dmarc.{name}", deadline) if r[:8].lower() == b"v=dmarc1"]
         if len(records) == 1:
             return _text(records[0]), (name if name != domain else None)
@@ -376,12 +372,19 @@ def _from_address(raw: bytes) -> str:
 
 
 def _aligned(domain: str, other: str) -> bool:
-    """DMARC's relaxed alignment: the same organizational domain."""
-    if not domain or not other:
-        return False
-    return dmarc.DMARC(dmarc.psl).check_alignment(
-        domain, other, dmarc.DMARCAlignment.RELAXED, dmarc.psl
-    )
+    """DMARC's relaxed alignment (RFC 7489 section 3.1.1): the same organizational domain.
+    (The `dmarc` package's own check also aligns a domain with any of its parents, "net"
+    included: fine for its evaluation, too loose for deciding who wrote.)"""
+    return bool(domain and other) and _org_domain(domain) == _org_domain(other)
+
+
+@functools.lru_cache(maxsize=4096)
+def _org_domain(domain: str) -> str:
+    """The organizational domain by the public suffix list the `dmarc` package uses."""
+    try:
+        return (dmarc.psl.get_public_suffix(domain) or domain).lower()
+    except Exception:  # noqa: BLE001 - a domain the suffix list cannot read is its own
+        return domain.lower()
 
 
 def _text(value: bytes) -> str:

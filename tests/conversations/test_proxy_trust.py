@@ -189,6 +189,17 @@ def test_a_party_whose_domain_publishes_nothing_is_taken_at_its_word(
     assert len(mail_servers.mx.received) == 1
 
 
+def test_an_envelope_on_a_subdomain_without_spf_does_not_escape_the_domains_spf(
+    live, conversation, dns, mail_servers
+):
+    """The dealer's domain publishes SPF; a forger picks an envelope sender on a subdomain
+    that publishes none. SPF `none` there says nothing of the dealer's domain."""
+    dns.add_spf(DEALER, "v=spf1 ip4:192.0.2.10 -all")
+    inbound = from_dealer(live, conversation, mail_from=f"x@nothing-here.{DEALER}")
+    assert (inbound.status, inbound.spf) == ("refused", "none")
+    assert mail_servers.mx.received == []
+
+
 def test_a_domain_that_publishes_only_dmarc_must_authenticate(live, conversation, dns):
     dns.add_dmarc(DEALER, "v=DMARC1; p=none")
     inbound = from_dealer(live, conversation)

@@ -108,9 +108,10 @@ class Verdict:
         sender, or a signature by the address's domain holds (DMARC's relaxed alignment).
 
         A domain that publishes neither an SPF record nor a DMARC record, and whose
-        signature the message does not carry, cannot be checked: then the agreement of the
-        envelope and From is all there is, and it is taken. A DNS failure on the way is
-        `temporary`: the answer may be yes once DNS answers."""
+        signature the message does not carry, cannot be checked: when the envelope sender is
+        on that very domain, the agreement of the envelope and From is all there is, and it
+        is taken. A DNS failure on the way is `temporary`: the answer may be yes once DNS
+        answers."""
         address = address.strip().lower()
         domain = address.rpartition("@")[2]
         if self.from_address.lower() != address:

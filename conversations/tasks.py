@@ -11,6 +11,7 @@ from conversations.inbound.receive import (
     ROUTING,
     inbound_enqueue_routing,
     inbound_messages_purge,
+    inbound_retry_due,
     routing_wakeups,
 )
 from conversations.models import InboundMessage
@@ -37,7 +38,9 @@ def inbound_route_pending() -> int:
 
 
 def inbound_sweep() -> int:
-    """Scheduled: route what is still pending after a minute (a lost task, a dead worker)."""
+    """Scheduled: route what is still pending after a minute (a lost task, a dead worker),
+    and deferred messages whose retry is due."""
+    inbound_retry_due()
     stale = InboundMessage.objects.filter(
         status=InboundMessage.Status.PENDING, received_at__lt=timezone.now() - SWEEP_AFTER
     )

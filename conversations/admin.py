@@ -31,17 +31,31 @@ class ConversationAdmin(admin.ModelAdmin):
 
 @admin.register(InboundMessage)
 class InboundMessageAdmin(admin.ModelAdmin):
-    list_display = ["received_at", "mail_from", "rcpt_to", "status", "peer"]
-    list_filter = ["status"]
+    list_display = ["received_at", "mail_from", "rcpt_to", "status", "spf", "dkim", "dmarc"]
+    list_filter = ["status", "spf", "dkim", "dmarc"]
     search_fields = ["mail_from", "error"]
     exclude = ["raw", "messages"]
-    readonly_fields = ["received_at", "peer", "mail_from", "rcpt_to", "status", "error"]
+    readonly_fields = [
+        "received_at",
+        "peer",
+        "helo",
+        "mail_from",
+        "rcpt_to",
+        "status",
+        "error",
+        "attempts",
+        "retry_at",
+        "spf",
+        "dkim",
+        "dmarc",
+        "authentication_results",
+    ]
     actions = ["route_again"]
 
     def has_add_permission(self, request):
         return False
 
-    @admin.action(description="Route the selected failed messages again")
+    @admin.action(description="Route the selected failed or deferred messages again now")
     def route_again(self, request, queryset):
         count = inbound_route_again(inbound_pks=list(queryset.values_list("pk", flat=True)))
         self.message_user(request, f"{count} message(s) queued for routing.", messages.SUCCESS)

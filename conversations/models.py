@@ -58,28 +58,78 @@ class Conversation(models.Model):
         return f"{self.proxy_address}: {self.party_a_address} <-> {self.party_b_address}"
 
 
+class RelayedMessageId(models.Model):
+    """A message relayed in a conversation is known by two Message-IDs: the one its writer's
+    mail client gave it (`original`) and ours, on the copy the other party received. Replies
+    name one or the other in In-Reply-To and References; each is shown to the other party
+    as the name it knows, so both mail clients thread the conversation and neither sees
+    the other's Message-ID (which names the writer's domain, often the writer's host)."""
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="relayed_message_ids"
+    )
+    # Message-IDs are rarely longer than 100 characters; a longer one is not mapped (a
+    # unique index entry must stay small).
+    original = models.CharField(max_length=250)
+    ours = models.CharField(max_length=250, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "original"], name="relayed_message_id_original"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.original} = {self.ours}"
+
+
 class InboundMessage(models.Model):
     """A message as inbound SMTP received it, stored before the 250 reply so an accepted
-    message is never lost; the worker routes it afterwards."""
+    message is never lost; the worker routes it afterwards.
+
+    Routing that cannot finish for now (an error, or a DNS failure while authenticating the
+    sender) leaves the message `deferred` until `retry_at`, a bounded number of times
+    (INBOUND_RETRY_SCHEDULE); then it ends `failed` (an error) or `refused` (a sender that
+    could not be authenticated). Routed, refused and failed messages are purged after
+    INBOUND_RETENTION_DAYS."""
 
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting to be routed"
+        DEFERRED = "deferred", "Waiting to be routed again"
         ROUTED = "routed", "Routed"
         REFUSED = "refused", "Refused"
         FAILED = "failed", "Failed"
 
     received_at = models.DateTimeField(default=timezone.now)
     peer = models.CharField(max_length=100, blank=True)
+    helo = models.CharField(max_length=255, blank=True)
     mail_from = models.CharField(max_length=998, blank=True)
     rcpt_to = models.JSONField(default=list)
     raw = models.BinaryField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    retry_at = models.DateTimeField(null=True, blank=True)
+    # The sender's authentication, as conversations.inbound.authentication found it ("" when
+    # it was not checked): SPF, DKIM and DMARC results and our Authentication-Results value.
+    spf = models.CharField("SPF", max_length=10, blank=True)
+    dkim = models.CharField("DKIM", max_length=10, blank=True)
+    dmarc = models.CharField("DMARC", max_length=10, blank=True)
+    authentication_results = models.TextField(blank=True)
     messages = models.ManyToManyField(Message, blank=True, related_name="inbound_sources")
 
     class Meta:
         ordering = ["-received_at"]
-        indexes = [models.Index(fields=["status", "received_at"], name="inbound_status_time")]
+        indexes = [
+            models.Index(fields=["status", "received_at"], name="inbound_status_time"),
+            models.Index(
+                fields=["retry_at"],
+                name="inbound_deferred_retry",
+                condition=Q(status="deferred"),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.mail_from} -> {', '.join(self.rcpt_to)} ({self.status})"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
-from conversations.models import Conversation, ProxyDomain
+from conversations.models import Conversation, ProxyDomain, RelayedMessageId
 from tracking.models import Account, AliasDomain, Link, Message
 from tracking.services.messages import message_accept
 
@@ -165,3 +168,85 @@ def conversation_send(
         **message_fields,
     )
     return conversation, message
+
+
+# A Message-ID as In-Reply-To and References name it: <...> of printable ASCII, short enough
+# to be remembered (RelayedMessageId).
+_MESSAGE_ID = re.compile(r"<[!-;=?-~]{1,248}>")
+# References grows by one id a message; a relayed copy names the first and the latest ones
+# (RFC 5322 section 3.6.4 lets a long list be trimmed so).
+MAX_REFERENCES = 20
+
+
+@dataclass(frozen=True)
+class RelayedThread:
+    """The threading headers of a relayed copy ("" for one it goes without)."""
+
+    message_id: str
+    in_reply_to: str
+    references: str
+
+
+def conversation_relay_thread(
+    *, conversation: Conversation, message_id: str, in_reply_to: str, references: str
+) -> RelayedThread:
+    """The threading headers of a message relayed in `conversation`, as the other party is to
+    see them. The copy gets a Message-ID of ours on the proxy domain (the same one whenever
+    this message is relayed again), remembered beside the writer's own. Each Message-ID that
+    In-Reply-To and References name is shown by the name the other party knows it by: ours
+    for a message of the writer's, the original for one of the other party's own. An id of
+    neither kind is left out, unless it is on one of our domains (the conversation's first
+    message, sent through the API): it would name the writer's domain or host."""
+    domain = address_domain(conversation.proxy_address)
+    original = _message_ids(message_id)[:1]
+    replied = _message_ids(in_reply_to)
+    referenced = _message_ids(references)
+    named = original + replied + referenced
+    known = list(
+        RelayedMessageId.objects.filter(conversation=conversation).filter(
+            Q(original__in=named) | Q(ours__in=named)
+        )
+    )
+    ours = next((row.ours for row in known if original and row.original == original[0]), "")
+    if not ours:
+        ours = _remember_message_id(conversation, original[0] if original else "", domain)
+    shown: dict[str, str] = {}
+    for row in known:
+        shown[row.original], shown[row.ours] = row.ours, row.original
+    ours_domains = {domain, settings.BOUNCE_DOMAIN, settings.ALIAS_DOMAIN}
+
+    def show(ids: list[str]) -> list[str]:
+        named = (shown.get(i) or (i if _id_domain(i) in ours_domains else "") for i in ids)
+        return list(dict.fromkeys(i for i in named if i))
+
+    in_reply_to_shown = show(replied)
+    references_shown = show(referenced)
+    if len(references_shown) > MAX_REFERENCES:
+        references_shown = references_shown[:1] + references_shown[1 - MAX_REFERENCES :]
+    return RelayedThread(
+        message_id=ours,
+        in_reply_to=" ".join(in_reply_to_shown),
+        references=" ".join(references_shown),
+    )
+
+
+def _remember_message_id(conversation: Conversation, original: str, domain: str) -> str:
+    """A new Message-ID of ours for the message the writer named `original`, remembered;
+    the one remembered already when another worker got there first."""
+    ours = f"<{secrets.token_hex(16)}@{domain}>"
+    if not original:
+        return ours  # nothing to map back to: a reply naming ours keeps it
+    try:
+        with transaction.atomic():  # a savepoint: a clash must not spoil the caller's batch
+            RelayedMessageId.objects.create(conversation=conversation, original=original, ours=ours)
+    except IntegrityError:
+        return RelayedMessageId.objects.get(conversation=conversation, original=original).ours
+    return ours
+
+
+def _message_ids(value: str) -> list[str]:
+    return _MESSAGE_ID.findall(value or "")
+
+
+def _id_domain(message_id: str) -> str:
+    return message_id[1:-1].rpartition("@")[2].lower()

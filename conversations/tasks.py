@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from conversations.inbound import routing
-from conversations.inbound.receive import inbound_messages_purge
+from conversations.inbound.receive import inbound_messages_purge, inbound_retry_due
 from tracking import worker
 
 
 def routing_loop() -> int:
     """One run of the resident routing loop (tracking/worker.py): routes inbound mail as the
-    SMTP server stores it."""
-    return worker.loop_run("routing", lambda: routing.inbound_route_pending() > 0)
+    SMTP server stores it, and deferred mail once its retry is due."""
+    return worker.loop_run("routing", routing_turn)
+
+
+def routing_turn() -> bool:
+    """Deferred messages whose retry has come back to pending, then the pending routed; False
+    when there was nothing to route."""
+    inbound_retry_due()
+    return routing.inbound_route_pending() > 0
 
 
 def inbound_purge() -> int:

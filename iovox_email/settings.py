@@ -161,9 +161,16 @@ DELIVERY_LOOPS = env.int("DELIVERY_LOOPS", default=1)
 MAX_MESSAGE_SIZE = env.int("MAX_MESSAGE_SIZE", default=25 * 1024 * 1024)
 # A JSON body carries attachments in base64 (4/3 of their size) plus the rest of the message.
 MAX_REQUEST_SIZE = MAX_MESSAGE_SIZE * 4 // 3 + 1024 * 1024
-# Days a received message's raw bytes are kept once routed or refused (the Messages made from
-# it keep their own copy); failed ones are kept until someone routes them again.
+# Days a received message's raw bytes are kept once routed, refused or failed (the Messages
+# made from it keep their own copy).
 INBOUND_RETENTION_DAYS = env.int("INBOUND_RETENTION_DAYS", default=30)
+# Seconds before each new attempt at routing a received message that could not be routed (an
+# error, or a DNS failure while authenticating its sender); after the last, it ends `failed`
+# (or `refused`, for a sender that could not be authenticated).
+INBOUND_RETRY_SCHEDULE = [
+    int(s)
+    for s in env.list("INBOUND_RETRY_SCHEDULE", default=["60", "300", "1800", "7200", "21600"])
+]
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_SIZE
 
 # --- REST API -------------------------------------------------------------------------------
@@ -232,5 +239,8 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "mail.log": {"level": "WARNING"},
+        # dkimpy logs every signature that does not hold at ERROR: on inbound mail that is
+        # routine (forged or altered mail), and the verdict is recorded on the message.
+        "dkimpy": {"level": "CRITICAL"},
     },
 }

@@ -78,14 +78,6 @@ def mail_servers(settings, dns_server, mx_server) -> MailServers:
     return MailServers(dns=dns_server, mx=mx_server)
 
 
-@pytest.fixture
-def sync_tasks(monkeypatch):
-    """django-q2's sync mode: async_task runs the task in this process, at once."""
-    from django_q.conf import Conf
-
-    monkeypatch.setattr(Conf, "SYNC", True)
-
-
 @pytest.fixture(autouse=True)
 def process_caches_start_empty():
     """Each test starts with nothing cached from another test's (rolled back) rows."""

@@ -1,9 +1,13 @@
 """Real mail infrastructure on loopback for tests and benchmarks: a DNS server (dnspython) that
-answers MX/A/AAAA as configured, and an SMTP server (aiosmtpd) standing in for MX hosts.
+answers MX/A/AAAA/TXT as configured (SPF, DKIM and DMARC records included), and an SMTP server
+(aiosmtpd) standing in for MX hosts.
 
     dns = DnsServer().start()
     dns.add_mx("example.net", [(10, "mx.example.net")])
     dns.add_a("mx.example.net", "127.0.0.1")
+    dns.add_spf("example.net", "v=spf1 ip4:127.0.0.1 -all")
+    dns.add_dkim("example.net", "sel1", public_key_base64)
+    dns.add_dmarc("example.net", "v=DMARC1; p=reject")
     sink = SmtpSink(starttls=True).start()
     sink.reply_to_rcpt["full@example.net"] = "452 4.2.2 Mailbox full"
     ...
@@ -82,6 +86,21 @@ class DnsServer:
     def add_aaaa(self, name: str, *addresses: str) -> DnsServer:
         return self.add(name, "AAAA", *addresses)
 
+    def add_txt(self, name: str, *values: str) -> DnsServer:
+        """One TXT record per value, each split into strings of at most 255 characters as a
+        zone file would (a DKIM key is longer)."""
+        return self.add(name, "TXT", *(_txt_rdata(value) for value in values))
+
+    def add_spf(self, domain: str, record: str = "v=spf1 ip4:127.0.0.1 -all") -> DnsServer:
+        return self.add_txt(domain, record)
+
+    def add_dkim(self, domain: str, selector: str, public_key: str) -> DnsServer:
+        """The key record of `selector` on `domain`: `public_key` is the base64 p= value."""
+        return self.add_txt(f"{selector}._domainkey.{domain}", f"v=DKIM1; k=rsa; p={public_key}")
+
+    def add_dmarc(self, domain: str, record: str = "v=DMARC1; p=reject") -> DnsServer:
+        return self.add_txt(f"_dmarc.{domain}", record)
+
     def route(self, domain: str, address: str = "127.0.0.1") -> DnsServer:
         """The usual case: `domain` has one MX, mx.<domain>, at `address`."""
         return self.add_mx(domain, [(10, f"mx.{domain}")]).add_a(f"mx.{domain}", address)
@@ -146,6 +165,11 @@ class DnsServer:
         elif not any(key_name == name for key_name, _ in self.records):
             response.set_rcode(dns.rcode.NXDOMAIN)
         return response
+
+
+def _txt_rdata(value: str) -> str:
+    chunks = [value[i : i + 255] for i in range(0, len(value), 255)] or [""]
+    return " ".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in chunks)
 
 
 @dataclass

@@ -1,9 +1,8 @@
 """The worker in tests.
 
 - `work()`: what the worker's resident loops do (tracking/worker.py), in this thread and this
-  test's transaction, until there is nothing left to do: route the pending inbound mail, and
-  take delivery turns (expiry, then a fair claim of a batch, delivered at once instead of by a
-  connection thread).
+  test's transaction, until there is nothing left to do: routing turns, and delivery turns
+  (expiry, then a fair claim of a batch, delivered at once instead of by a connection thread).
 - `start_worker()`: the real `manage.py qcluster` in a subprocess on the test database, for the
   loops themselves (transactional tests).
 """
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from django.db import connection
 
-from conversations.inbound.routing import inbound_route_pending
+from conversations.tasks import routing_turn
 from tracking.delivery.deliver import batch_deliver
 from tracking.models import Message
 from tracking.worker import Delivery
@@ -59,9 +58,11 @@ def deliver_due() -> int:
 
 
 def work() -> None:
-    """Route what is pending, then deliver what is due (routing may make more to deliver)."""
-    while inbound_route_pending():
-        pass
+    """Routing turns until one finds nothing to route (deferred mail whose retry is due
+    included), then delivery turns (routing may make more to deliver)."""
+    for _ in range(1000):  # bounded
+        if not routing_turn():
+            break
     deliver_due()
 
 

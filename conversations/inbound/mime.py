@@ -19,6 +19,8 @@ from email.header import decode_header, make_header
 from django.conf import settings
 from django.utils import timezone
 
+from tracking.text import text_safe
+
 # Our own loop header: every message we forward or relay carries it, so a message that comes
 # back to us with it went round a loop (a destination that forwards back to an alias).
 LOOP_HEADER = "X-Iovox-Loop"
@@ -26,27 +28,31 @@ LOOP_HEADER = "X-Iovox-Loop"
 # refuses at 50 Received headers; real mail rarely has more than 15.
 MAX_HOPS = 25
 
-# Headers never passed on: the envelope-derived trace of the last hop, signatures that our
-# edits break, and, for relay, every header that would reveal a party's real address.
+# Headers never forwarded: the envelope-derived trace of the last hop. (Headers that pass
+# themselves off as ours are dropped too: `forward_headers`.)
 FORWARD_DROP = {"return-path", "delivered-to", "x-original-to"}
-RELAY_DROP = FORWARD_DROP | {
-    "from",
-    "to",
-    "cc",
-    "bcc",
-    "sender",
-    "reply-to",
-    "disposition-notification-to",
-    "return-receipt-to",
-    "errors-to",
-    "dkim-signature",
-    "arc-seal",
-    "arc-message-signature",
-    "arc-authentication-results",
-    "authentication-results",
-    "list-unsubscribe",
-    "list-unsubscribe-post",
-}
+# The only headers of a party's message that reach the other party: what a mail client needs to
+# show and thread it. From, To, Message-ID, In-Reply-To and References are written by us;
+# everything else (Received lines, X-Originating-IP, X-Sender, Resent-*, signatures, Reply-To,
+# Cc, client and server marks, whatever comes next) could name the writer or their machine.
+RELAY_KEEP = frozenset(
+    {
+        "subject",
+        "date",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "content-disposition",
+        "content-language",
+        "thread-topic",  # Outlook threads by these two
+        "thread-index",
+        "importance",
+        "priority",
+        "x-priority",
+    }
+)
+# Our own header namespace: a message from outside carrying one is not passed on with it.
+OWN_HEADER_PREFIX = "x-iovox-"
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _LINE = re.compile(rb"[^\n]*\n|[^\n]+$")
@@ -111,7 +117,7 @@ def decode_raw_header(value: bytes) -> str:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
         text = value.decode("cp1252", "replace")
-    return " ".join(text.split())
+    return text_safe(" ".join(text.split()))
 
 
 @dataclass
@@ -191,8 +197,9 @@ def _decode_words(value: str, problems: list[str], name: str) -> str:
     """RFC 2047 encoded words decoded, in a header that may also hold raw UTF-8 text."""
     try:
         if value.isascii():
-            return " ".join(str(make_header(decode_header(value))).split())
-        return _ENCODED_WORD.sub(lambda m: str(make_header(decode_header(m.group()))), value)
+            return text_safe(" ".join(str(make_header(decode_header(value))).split()))
+        decoded = _ENCODED_WORD.sub(lambda m: str(make_header(decode_header(m.group()))), value)
+        return text_safe(decoded)
     except (ValueError, LookupError, UnicodeError) as exc:
         problems.append(f"{name} header is not readable: {exc}")
         return value
@@ -214,28 +221,38 @@ def format_address(name: str, address: str) -> str:
     return email.utils.formataddr((name, address), charset="utf-8") if name else address
 
 
-def rewrite_headers(
-    raw: bytes,
-    *,
-    drop: set[str],
-    prepend: list[tuple[str, str]] = (),
-    replace: list[tuple[str, str]] = (),
-) -> bytes:
-    """The message with `drop` headers removed, `prepend` ones put first (trace order) and
-    `replace` ones put where the first dropped From/To stood, body untouched."""
+def forward_headers(raw: bytes, *, prepend: list[tuple[str, str]]) -> bytes:
+    """The message as forwarded: `prepend` headers first (trace order), the FORWARD_DROP
+    ones removed, and so are those that pass themselves off as ours (our X-Iovox- names, an
+    Authentication-Results in our name, RFC 8601 section 5), body untouched."""
     header_block, body = split_message(raw)
     kept: list[bytes] = [_header_line(name, value) for name, value in prepend]
-    replaced = False
     for name, line in header_fields(header_block):
-        if name in drop:
-            if not replaced and replace and name in {"from", "to"}:
-                kept += [_header_line(n, v) for n, v in replace]
-                replaced = True
+        if (
+            name in FORWARD_DROP
+            or name.startswith(OWN_HEADER_PREFIX)
+            or _claims_our_results(name, line)
+        ):
             continue
         kept.append(_crlf(line))
-    if replace and not replaced:
-        kept += [_header_line(n, v) for n, v in replace]
     return b"".join(kept) + b"\r\n" + body
+
+
+def keep_headers(raw: bytes, *, keep: frozenset[str], prepend: list[tuple[str, str]]) -> bytes:
+    """The message with only the `keep` headers of its own, `prepend` ones first (ours, in
+    trace order), body untouched."""
+    header_block, body = split_message(raw)
+    kept: list[bytes] = [_header_line(name, value) for name, value in prepend]
+    kept += [_crlf(line) for name, line in header_fields(header_block) if name in keep]
+    return b"".join(kept) + b"\r\n" + body
+
+
+def _claims_our_results(name: str, line: bytes) -> bool:
+    if name != "authentication-results":
+        return False
+    value = decode_raw_header(line.partition(b":")[2])
+    authserv_id = re.sub(r"\([^)]*\)", " ", value).split(";")[0].strip().lower()
+    return authserv_id == settings.SMTP_HELO_NAME.lower()
 
 
 def _header_line(name: str, value: str) -> bytes:
@@ -284,7 +301,7 @@ def _part_text(part, content: Content) -> str:
     payload = part.get_payload(decode=True) or b""
     charset = part.get_content_charset() or "utf-8"
     try:
-        return payload.decode(charset)
+        return text_safe(payload.decode(charset))
     except (LookupError, UnicodeDecodeError) as exc:
         content.problems.append(f"{part.get_content_type()} part not decodable as {charset}: {exc}")
-        return payload.decode("utf-8", "replace")
+        return text_safe(payload.decode("utf-8", "replace"))

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from conversations.inbound.mime import Envelope, loop_reason, received_header
 from conversations.models import InboundMessage
+from tracking.text import text_safe
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ def _inbound_row(arrival: Arrival) -> InboundMessage:
     loop = loop_reason(raw)
     return InboundMessage(
         peer=envelope.peer[:100],
-        mail_from=envelope.mail_from[:998],
+        helo=text_safe(envelope.helo)[:255],  # for SPF of a null sender
+        mail_from=text_safe(envelope.mail_from)[:998],
         rcpt_to=arrival.recipients,
         raw=raw,
         status=InboundMessage.Status.REFUSED if loop else InboundMessage.Status.PENDING,
@@ -81,19 +83,34 @@ def _inbound_row(arrival: Arrival) -> InboundMessage:
 
 
 def inbound_route_again(*, inbound_pks: list[int]) -> int:
-    """Put failed messages back to `pending` (after a fix, say), for the routing loop to find;
-    how many were put back. Routed and refused messages stay as they are."""
+    """Put failed and deferred messages back to `pending` now (after a fix, say), for the
+    routing loop to find; how many were put back. A failed one gets the whole
+    INBOUND_RETRY_SCHEDULE again. Routed and refused messages stay as they are."""
     return InboundMessage.objects.filter(
-        pk__in=inbound_pks, status=InboundMessage.Status.FAILED
-    ).update(status=InboundMessage.Status.PENDING, error="")
+        pk__in=inbound_pks,
+        status__in=[InboundMessage.Status.FAILED, InboundMessage.Status.DEFERRED],
+    ).update(status=InboundMessage.Status.PENDING, error="", attempts=0, retry_at=None)
+
+
+def inbound_retry_due() -> int:
+    """Put deferred messages whose `retry_at` has come back to `pending`; how many. The
+    routing loop calls it every turn, so a retry happens within a second of its time."""
+    return InboundMessage.objects.filter(
+        status=InboundMessage.Status.DEFERRED, retry_at__lte=timezone.now()
+    ).update(status=InboundMessage.Status.PENDING, retry_at=None)
 
 
 def inbound_messages_purge(*, batch: int = 1000) -> int:
-    """Delete routed and refused messages older than INBOUND_RETENTION_DAYS, a batch at a
-    time; how many were deleted. Failed ones stay until they are routed again."""
+    """Delete messages that are done with (routed, refused, or failed after their last
+    attempt) and older than INBOUND_RETENTION_DAYS, a batch at a time; how many were
+    deleted. Pending and deferred ones stay: they are still to be routed."""
     cutoff = timezone.now() - timedelta(days=settings.INBOUND_RETENTION_DAYS)
     old = InboundMessage.objects.filter(
-        status__in=[InboundMessage.Status.ROUTED, InboundMessage.Status.REFUSED],
+        status__in=[
+            InboundMessage.Status.ROUTED,
+            InboundMessage.Status.REFUSED,
+            InboundMessage.Status.FAILED,
+        ],
         received_at__lt=cutoff,
     )
     deleted = 0

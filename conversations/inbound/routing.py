@@ -17,20 +17,23 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 
+from conversations.inbound.authentication import Verdict, inbound_authenticate
 from conversations.inbound.mime import (
-    FORWARD_DROP,
     LOOP_HEADER,
-    RELAY_DROP,
+    RELAY_KEEP,
     Content,
     ParsedMessage,
     content_of,
     extract_content,
     format_address,
-    rewrite_headers,
+    forward_headers,
+    keep_headers,
 )
 from conversations.inbound.recipients import (
     Recipient,
@@ -39,12 +42,17 @@ from conversations.inbound.recipients import (
     recipients_resolve,
 )
 from conversations.models import Conversation, InboundMessage
-from conversations.services import address_domain, own_domains_among
+from conversations.services import (
+    address_domain,
+    conversation_relay_thread,
+    own_domains_among,
+)
 from tracking.delivery.durability import relax_commit_durability
 from tracking.engagement.mime import mime_bytes, mime_parse, mime_tree_add_tracking
 from tracking.models import Contact, Direction, Disposition, Link, Message
 from tracking.services.bounces import bounce_process
 from tracking.services.messages import MessageDraft, message_refuse, messages_accept
+from tracking.text import text_safe
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +90,21 @@ class Routing:
     drafts: list[tuple[MessageDraft, tuple[str, str] | None]] = field(default_factory=list)
     routed: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
+    # Why the message must be routed again later (a DNS failure while authenticating its
+    # sender); then nothing of this attempt is kept.
+    retry: str = ""
     _content: Content | None = None
+    _verdict: Verdict | None = None
+
+    @property
+    def verdict(self) -> Verdict:
+        """The sender's SPF, DKIM and DMARC, checked the first time a recipient asks."""
+        if self._verdict is None:
+            inbound = self.inbound
+            self._verdict = inbound_authenticate(
+                raw=self.parsed.raw, ip=inbound.peer, mail_from=inbound.mail_from, helo=inbound.helo
+            )
+        return self._verdict
 
     @property
     def content(self) -> Content:
@@ -169,6 +191,12 @@ def _route_together(batch: Sequence[InboundMessage]) -> None:
         routing.recipients, routing.own_domains = recipients, own_domains
         for address in routing.inbound.rcpt_to:
             _route_recipient(routing, address)
+        if routing.retry:
+            # All of the message is routed again later, so none of it is passed on twice.
+            # (A bounce recorded meanwhile is recorded again then; a null sender, which
+            # every bounce has, is refused by the relay before any DNS lookup.)
+            for outcomes in (routing.drafts, routing.messages, routing.routed, routing.refused):
+                outcomes.clear()
     _accept(routings)
     _record(routings)
 
@@ -200,11 +228,14 @@ def inbound_route(*, inbound_pk: int | None = None) -> InboundMessage | None:
     except Exception as exc:
         if claimed is None:
             raise
-        # Rolled back, so the message is pending again: record why it could not be routed.
+        # Rolled back, so the message is pending again: record why it could not be routed,
+        # and when it is tried again.
         log.exception("routing inbound message %s failed", claimed)
-        InboundMessage.objects.filter(pk=claimed, status=InboundMessage.Status.PENDING).update(
-            status=InboundMessage.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:10000]
-        )
+        pending = InboundMessage.objects.filter(pk=claimed, status=InboundMessage.Status.PENDING)
+        for attempts in pending.values_list("attempts", flat=True):
+            pending.update(
+                **_retried(attempts, f"{type(exc).__name__}: {exc}", InboundMessage.Status.FAILED)
+            )
         return InboundMessage.objects.get(pk=claimed)
 
 
@@ -220,22 +251,64 @@ def _accept(routings: list[Routing]) -> None:
 
 def _record(routings: list[Routing]) -> None:
     """Each message's status and its Messages, one UPDATE per outcome (most share one)."""
-    outcomes: dict[tuple[str, str], list[int]] = defaultdict(list)
+    outcomes: dict[tuple, list[int]] = defaultdict(list)
     for routing in routings:
-        inbound = routing.inbound
-        inbound.status = (
-            InboundMessage.Status.ROUTED if routing.routed else InboundMessage.Status.REFUSED
-        )
-        inbound.error = "\n".join(routing.refused + routing.problems)
-        outcomes[inbound.status, inbound.error].append(inbound.pk)
-    for (status, error), pks in outcomes.items():
-        InboundMessage.objects.filter(pk__in=pks).update(status=status, error=error)
+        outcome = _outcome(routing)
+        for name, value in outcome.items():
+            setattr(routing.inbound, name, value)
+        outcomes[tuple(outcome.items())].append(routing.inbound.pk)
+    for outcome, pks in outcomes.items():
+        InboundMessage.objects.filter(pk__in=pks).update(**dict(outcome))
     through = InboundMessage.messages.through
     through.objects.bulk_create(
         through(inboundmessage_id=routing.inbound.pk, message_id=message.pk)
         for routing in routings
         for message in routing.messages
     )
+
+
+def _outcome(routing: Routing) -> dict:
+    """The fields of a routed message's row that record what became of it."""
+    if routing.retry:
+        outcome = _retried(routing.inbound.attempts, routing.retry, InboundMessage.Status.REFUSED)
+    else:
+        routed = bool(routing.routed)
+        outcome = {
+            "status": InboundMessage.Status.ROUTED if routed else InboundMessage.Status.REFUSED,
+            "error": text_safe("\n".join(routing.refused + routing.problems)),
+            "attempts": routing.inbound.attempts + 1,
+            "retry_at": None,
+        }
+    if routing._verdict is not None:
+        outcome |= {
+            "spf": routing._verdict.spf,
+            "dkim": routing._verdict.dkim,
+            "dmarc": routing._verdict.dmarc,
+            "authentication_results": routing._verdict.authentication_results,
+        }
+    return outcome
+
+
+def _retried(attempts: int, reason: str, last: str) -> dict:
+    """The row of a message whose routing could not finish this time (one more attempt):
+    `deferred` until the next delay of INBOUND_RETRY_SCHEDULE, or, after the last, ended
+    with status `last` and the reason."""
+    attempts += 1
+    schedule = settings.INBOUND_RETRY_SCHEDULE
+    reason = text_safe(reason)[:10000]
+    if attempts > len(schedule):
+        return {
+            "status": last,
+            "error": f"gave up after {attempts} attempts: {reason}",
+            "attempts": attempts,
+            "retry_at": None,
+        }
+    return {
+        "status": InboundMessage.Status.DEFERRED,
+        "error": f"attempt {attempts}: {reason}",
+        "attempts": attempts,
+        "retry_at": timezone.now() + timedelta(seconds=schedule[attempts - 1]),
+    }
 
 
 def _route_recipient(routing: Routing, address: str) -> None:
@@ -297,7 +370,7 @@ def _missing_headers(parsed: ParsedMessage) -> list[tuple[str, str]]:
     if not parsed.message_id:
         added.append(("Message-ID", f"<{uuid.uuid4().hex}@{settings.SMTP_HELO_NAME}>"))
     if parsed.header("date") is None:
-        added.append(("Date", email.utils.format_datetime(email.utils.localtime())))
+        added.append(("Date", _now_rfc5322()))
     return added
 
 
@@ -310,13 +383,13 @@ def _forward_alias(routing: Routing, address: str, link: Link) -> None:
     parsed = routing.parsed
     contact = link.destination
     added = _added_headers(routing, address)
-    forwarded = rewrite_headers(parsed.raw, drop=FORWARD_DROP, prepend=added)
+    forwarded = forward_headers(parsed.raw, prepend=added)
     refusal = _alias_refusal(contact, routing.own_domains)
     source = _source(routing, forwarded, track=refusal is None)
     draft = MessageDraft(
         account=link.account,
         link=link,
-        sender_address=_one_line(parsed.from_address or routing.inbound.mail_from),
+        sender_address=_one_line(parsed.from_address or text_safe(routing.inbound.mail_from)),
         sender_name=_one_line(parsed.from_name),
         recipient_address=contact.email if contact else "",
         recipient_name=_one_line(contact.name) if contact else "",
@@ -365,10 +438,11 @@ def _alias_refusal(contact: Contact | None, own_domains: set[str]) -> tuple[str,
 
 
 def _relay(routing: Routing, address: str, conversation: Conversation) -> None:
-    """Proxy mail from one party goes to the other, From rewritten to the proxy address (so
-    the reply comes back through us) and every header that names a party's real address
-    removed; Subject, Date, Message-ID, In-Reply-To, References and the body are kept, so the
-    parties' mail clients thread the conversation."""
+    """Proxy mail from one party goes to the other From the proxy address (so the reply comes
+    back through us), once the evidence shows that party wrote it (`Verdict.vouches_for`).
+    Only the headers a mail client needs pass (RELAY_KEEP), the threading ones with
+    Message-IDs of ours (conversation_relay_thread): nothing that names the writer, their
+    address or their machine reaches the other party."""
     parsed = routing.parsed
     if parsed.auto_submitted:
         routing.refuse(address, "an automatic message (Auto-Submitted) is not relayed")
@@ -377,9 +451,9 @@ def _relay(routing: Routing, address: str, conversation: Conversation) -> None:
         # RFC 3834: automatic replies come with a null envelope sender, marked or not.
         routing.refuse(address, "a message with a null envelope sender is not relayed")
         return
-    side = _party_of(conversation, parsed, routing.inbound.mail_from)
+    side = _party_of(conversation, parsed.from_address)
     if side is None:
-        sender = parsed.from_address or routing.inbound.mail_from or "an unknown sender"
+        sender = parsed.from_address or text_safe(routing.inbound.mail_from)
         routing.refuse(
             address, f"{sender} is not a party of conversation {conversation.conversation_id}"
         )
@@ -392,17 +466,36 @@ def _relay(routing: Routing, address: str, conversation: Conversation) -> None:
         shown_name = conversation.party_b_name or parsed.from_name
         sender_address, sender_name = conversation.party_b_address, conversation.party_b_name
         to_name, to_address = conversation.party_a_name, conversation.party_a_address
+    trust = routing.verdict.vouches_for(sender_address)
+    if trust.temporary:
+        routing.retry = f"{address}: {trust.reason}"
+        return
+    if not trust.trusted:
+        routing.refuse(address, f"not relayed as from {sender_address}: {trust.reason}")
+        return
     shown_name = _one_line(shown_name)
-    added = _added_headers(routing, address)
-    relayed = rewrite_headers(
-        parsed.raw,
-        drop=RELAY_DROP,
-        prepend=added,
-        replace=[
-            ("From", format_address(shown_name, conversation.proxy_address)),
-            ("To", format_address(_one_line(to_name), to_address)),
-        ],
+    thread = conversation_relay_thread(
+        conversation=conversation,
+        message_id=parsed.header_text("message-id"),
+        in_reply_to=parsed.header_text("in-reply-to"),
+        references=parsed.header_text("references"),
     )
+    thread_headers = {
+        "Message-ID": thread.message_id,
+        "In-Reply-To": thread.in_reply_to,
+        "References": thread.references,
+    }
+    thread_headers = {name: value for name, value in thread_headers.items() if value}
+    ours = [
+        ("Received", f"by {settings.SMTP_HELO_NAME} (iovox relay); {_now_rfc5322()}"),
+        (LOOP_HEADER, address),
+        ("From", format_address(shown_name, conversation.proxy_address)),
+        ("To", format_address(_one_line(to_name), to_address)),
+        *thread_headers.items(),
+    ]
+    if parsed.header("date") is None:
+        ours.append(("Date", _now_rfc5322()))
+    relayed = keep_headers(parsed.raw, keep=RELAY_KEEP, prepend=ours)
     source = _source(routing, relayed, track=True)
     draft = MessageDraft(
         account=conversation.link.account,
@@ -418,23 +511,22 @@ def _relay(routing: Routing, address: str, conversation: Conversation) -> None:
         conversation_id=conversation.conversation_id,
         proxy_address=conversation.proxy_address,
         proxy_name=shown_name,
-        headers=_thread_headers(parsed),
-        source_message_id=_draft_message_id(parsed, added),
+        headers=thread_headers,
+        source_message_id=thread.message_id,
         **source,
     )
     routing.drafts.append((draft, None))
     routing.routed.append(address)
 
 
-def _party_of(conversation: Conversation, parsed: ParsedMessage, mail_from: str) -> str | None:
-    """ "a" or "b": which party wrote, known by the From address (case-insensitively), or by
-    the envelope sender when From names neither."""
+def _now_rfc5322() -> str:
+    return email.utils.format_datetime(email.utils.localtime())
+
+
+def _party_of(conversation: Conversation, from_address: str) -> str | None:
+    """ "a" or "b": the party the From address names (case-insensitively), if any."""
     parties = {
         conversation.party_a_address.lower(): "a",
         conversation.party_b_address.lower(): "b",
     }
-    for candidate in (parsed.from_address, mail_from):
-        side = parties.get((candidate or "").strip().lower())
-        if side:
-            return side
-    return None
+    return parties.get(from_address.strip().lower())

@@ -12,6 +12,14 @@ import pytest
 from django.db import connections
 
 from conversations.inbound.smtp import serve
+from conversations.models import Conversation
+from conversations.services import conversation_open, proxy_domain_add
+from tests.factories import ContactFactory, LinkFactory, NodeFactory
+
+ALIAS = "bobs-automotive_honda-civic@iovox.email"
+CUSTOMER = "customer@gmail.example"
+PARTY_A = "dealer@dealer.example.net"
+PARTY_B = "billy@example.net"
 
 MAIL_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mail"
 
@@ -35,6 +43,18 @@ class InboundServer:
         """Send one message; the refused recipients, as smtplib reports them."""
         with self.client() as smtp:
             return smtp.sendmail(mail_from, [to] if isinstance(to, str) else to, raw)
+
+
+class WorkedServer(InboundServer):
+    """Our server, with the worker's loops taking their turns once each message is stored
+    (tests/worker.py): routed, and delivered, before `send` returns."""
+
+    def send(self, raw: bytes, *, mail_from: str, to: list[str] | str) -> dict:
+        from tests.worker import work
+
+        refused = super().send(raw, mail_from=mail_from, to=to)
+        work()
+        return refused
 
 
 @pytest.fixture
@@ -63,3 +83,31 @@ def inbound_server(transactional_db):
     loop.call_soon_threadsafe(stop.set)
     thread.join(10)
     loop.close()
+
+
+@pytest.fixture
+def link(transactional_db):
+    """A link with an alias whose mail goes to the "Sales desk" contact."""
+    contact = ContactFactory(name="Sales desk", email="sales@example.net")
+    return LinkFactory(
+        node=NodeFactory(account=contact.account, node_name="Bobs automotive"),
+        link_name="Honda Civic",
+        email_address=ALIAS,
+        destination=contact,
+    )
+
+
+@pytest.fixture
+def conversation(link) -> Conversation:
+    """Party A (the dealer) and party B (Billy) talking through a proxy.example address."""
+    proxy_domain_add(domain="proxy.example")
+    return conversation_open(
+        account=link.account,
+        link=link,
+        proxy_domain="proxy.example",
+        party_a_address=PARTY_A,
+        party_a_name="Dealer Dan",
+        party_b_address=PARTY_B,
+        party_b_name="Billy Bob",
+        proxy_name="Bobs automotive",
+    )

@@ -13,6 +13,7 @@ from django.db import transaction
 from tracking.delivery.state import message_transition
 from tracking.delivery.verp import verp_message_id
 from tracking.models import Disposition, Message, TrackingEvent
+from tracking.text import text_safe
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def bounce_process(*, raw: bytes, rcpt_to: str) -> Message | None:
     if message is None:
         return None
     failed, diagnostic = bounce_diagnostic(message_from_bytes(raw, policy=compat32))
+    diagnostic = text_safe(diagnostic)
     if not failed:
         log.info("report for message %s is not a failure: %s", message.message_id, diagnostic)
         return message

@@ -1,11 +1,22 @@
-"""Authentication by the `username` and `secureKey` headers of the spec."""
+"""Authentication by the `username` and `secureKey` headers of the spec, with repeated
+failures throttled per username and per client IP (tracking/services/auth_throttle.py)."""
 
 from __future__ import annotations
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
+from tracking.engagement.views import client_ip
+from tracking.models.accounts import username_validator
 from tracking.services.accounts import credential_authenticate
+from tracking.services.auth_throttle import auth_failure_record, auth_lockout_remaining
+
+
+class TooManyFailures(exceptions.Throttled):
+    default_detail = "too many failed authentications"
+
+    def __init__(self, wait: int):
+        super().__init__(wait=wait, detail=f"too many failed authentications, retry in {wait} s")
 
 
 class SecureKeyAuthentication(authentication.BaseAuthentication):
@@ -14,8 +25,16 @@ class SecureKeyAuthentication(authentication.BaseAuthentication):
         secure_key = request.META.get("HTTP_SECUREKEY", "")
         if not username or not secure_key:
             raise exceptions.NotAuthenticated("username and secureKey headers are required")
-        credential = credential_authenticate(username=username, secure_key=secure_key)
+        ip = client_ip(request)
+        wait = auth_lockout_remaining(username=username, ip=ip)
+        if wait:
+            raise TooManyFailures(wait)
+        # A username no credential can have (see username_validator) is never looked up.
+        credential = None
+        if username_validator.regex.match(username) and len(username) <= 150:
+            credential = credential_authenticate(username=username, secure_key=secure_key)
         if credential is None:
+            auth_failure_record(username=username, ip=ip)
             raise exceptions.AuthenticationFailed("username or secureKey is not valid")
         return credential, credential
 

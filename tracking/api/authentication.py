@@ -4,7 +4,7 @@ failures throttled per username and per client IP (tracking/services/auth_thrott
 from __future__ import annotations
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import authentication, exceptions
+from rest_framework import authentication, exceptions, status
 
 from tracking.engagement.views import client_ip
 from tracking.models.accounts import username_validator
@@ -12,11 +12,15 @@ from tracking.services.accounts import credential_authenticate
 from tracking.services.auth_throttle import auth_failure_record, auth_lockout_remaining
 
 
-class TooManyFailures(exceptions.Throttled):
-    default_detail = "too many failed authentications"
+class TooManyFailures(exceptions.APIException):
+    """429; DRF's exception handler turns `wait` into the Retry-After header."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "throttled"
 
     def __init__(self, wait: int):
-        super().__init__(wait=wait, detail=f"too many failed authentications, retry in {wait} s")
+        self.wait = wait
+        super().__init__(f"too many failed authentications, retry in {wait} s")
 
 
 class SecureKeyAuthentication(authentication.BaseAuthentication):
@@ -34,7 +38,8 @@ class SecureKeyAuthentication(authentication.BaseAuthentication):
         if username_validator.regex.match(username) and len(username) <= 150:
             credential = credential_authenticate(username=username, secure_key=secure_key)
         if credential is None:
-            auth_failure_record(username=username, ip=ip)
+            if wait := auth_failure_record(username=username, ip=ip):
+                raise TooManyFailures(wait)
             raise exceptions.AuthenticationFailed("username or secureKey is not valid")
         return credential, credential
 

@@ -4,9 +4,9 @@ django-axes guards the portal's login form, where it hooks Django's `authenticat
 authenticates every request by its `username` and `secureKey` headers, and a lookup in axes'
 tables on every request would cost the hot path several queries, so the API has this small
 counterpart over Django's cache: a wrong key (or an unknown username) counts against the
-username and against the client IP; once either has API_AUTH_FAILURE_LIMIT failures within
-API_AUTH_FAILURE_WINDOW seconds, every request for that username or from that IP is answered
-429 with Retry-After until the window has passed, the right key included (so guessing goes no
+username and against the client IP; from the API_AUTH_FAILURE_LIMIT-th failure within
+API_AUTH_FAILURE_WINDOW seconds on, every request for that username or from that IP is
+answered 429 with Retry-After for API_AUTH_FAILURE_WINDOW seconds, the right key included (so guessing goes no
 faster than the limit). The counts live in the default cache: shared by every web process when
 REDIS_URL is set, per process otherwise.
 """
@@ -51,17 +51,22 @@ def auth_lockout_remaining(*, username: str, ip: str | None) -> int:
     return max(1, math.ceil(max(locks.values()) - time.time()))
 
 
-def auth_failure_record(*, username: str, ip: str | None) -> None:
-    """Count one failed authentication; lock out what reached the limit."""
+def auth_failure_record(*, username: str, ip: str | None) -> int:
+    """Count one failed authentication and lock out what reached the limit (as django-axes
+    does, the failure that reaches it is the first one refused); the seconds of the lockout
+    it started, or 0."""
     limit, window = settings.API_AUTH_FAILURE_LIMIT, settings.API_AUTH_FAILURE_WINDOW
     if limit <= 0:
-        return
+        return 0
+    locked = 0
     try:
         for count_key, lock_key in _keys(username=username, ip=ip):
             if _count(count_key, window) >= limit:
                 cache.add(lock_key, time.time() + window, timeout=window)
+                locked = window
     except Exception:  # noqa: BLE001 - an unreachable cache must not stop the API
         log.warning("the authentication throttle cannot write its cache", exc_info=True)
+    return locked
 
 
 def _count(key: str, window: int) -> int:

@@ -6,9 +6,9 @@ tables on every request would cost the hot path several queries, so the API has 
 counterpart over Django's cache: a wrong key (or an unknown username) counts against the
 username and against the client IP; from the API_AUTH_FAILURE_LIMIT-th failure within
 API_AUTH_FAILURE_WINDOW seconds on, every request for that username or from that IP is
-answered 429 with Retry-After for API_AUTH_FAILURE_WINDOW seconds, the right key included (so guessing goes no
-faster than the limit). The counts live in the default cache: shared by every web process when
-REDIS_URL is set, per process otherwise.
+answered 429 with Retry-After for API_AUTH_FAILURE_WINDOW seconds, the right key included (so
+guessing goes no faster than the limit). The counts live in the default cache: shared by every
+web process when REDIS_URL is set, per process otherwise.
 """
 
 from __future__ import annotations

@@ -7,10 +7,15 @@ from django.http import HttpRequest, JsonResponse
 from django.views.defaults import page_not_found, server_error
 
 
+def livez(request: HttpRequest) -> JsonResponse:
+    """Liveness: the process answers. Touches nothing else, so it is also the trivial
+    baseline view of the benchmarks."""
+    return JsonResponse({"ok": True})
+
+
 def healthz(request: HttpRequest) -> JsonResponse:
-    """Health probe: 200 when this process answers and reaches its database (one trivial
-    query), 503 when the database cannot be reached. Also the baseline view of the
-    benchmarks."""
+    """Health: 200 when this process answers and reaches its database (one trivial query),
+    503 when the database cannot be reached."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")

@@ -406,6 +406,8 @@ def test_healthz_reports_the_database(database_down):
     response = Client().get("/healthz")
     assert response.status_code == 503
     assert response.json() == {"ok": False, "database": "unavailable"}
+    # Liveness (and the benchmarks' baseline) touches nothing: the process still answers.
+    assert Client().get("/livez").json() == {"ok": True}
 
 
 # --- 7. Login and usernames -------------------------------------------------------------------

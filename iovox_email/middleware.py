@@ -1,9 +1,10 @@
 """Site-wide middleware: what no view should have to think about.
 
 - `ControlCharactersMiddleware` refuses a request whose path or query holds a control
-  character (a NUL, which PostgreSQL cannot store or compare, a line break, ...): no id,
-  filter or form field of ours may contain one, so the request is a 400 before any view or
-  query sees it. (JSON bodies are checked by the API's parser, tracking/api/parsers.py.)
+  character (a NUL, which PostgreSQL cannot store or compare, a line break, ...): no id or
+  filter of ours may contain one, so the request is a 400 before any view or query sees it.
+  A posted form (the portal, the admin) may not hold a NUL either; its text fields may hold
+  line breaks. (The API's JSON bodies are checked by its parser, tracking/api/parsers.py.)
 - `DatabaseUnavailableMiddleware` turns a database that cannot be reached into a 503 with
   Retry-After: the API's error shape on /rest/, a plain page elsewhere, never a 500.
 """
@@ -28,8 +29,9 @@ def is_api(request: HttpRequest) -> bool:
     return request.path_info.startswith("/rest/")
 
 
-def url_errors(request: HttpRequest) -> list[str]:
-    """What is wrong with the request's path and query parameters, said the API's way."""
+def input_errors(request: HttpRequest) -> list[str]:
+    """What is wrong with the request's path, query parameters and posted form, said the
+    API's way."""
     errors = []
     if CONTROL.search(request.path_info):
         errors.append("the path cannot contain control characters")
@@ -38,6 +40,12 @@ def url_errors(request: HttpRequest) -> list[str]:
             errors.append("query parameter names cannot contain control characters")
         elif any(CONTROL.search(value) for value in values):
             errors.append(f"{name} cannot contain control characters")
+    # Only a form body is parsed here (as the CSRF check would parse it anyway); the API's
+    # views read their own bodies.
+    if request.method == "POST" and not is_api(request):
+        for name, values in request.POST.lists():
+            if "\x00" in name or any("\x00" in value for value in values):
+                errors.append(f"{name.replace(chr(0), '')} cannot contain NUL characters")
     return errors
 
 
@@ -46,7 +54,7 @@ class ControlCharactersMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        errors = url_errors(request)
+        errors = input_errors(request)
         if not errors:
             return self.get_response(request)
         if is_api(request):

@@ -256,6 +256,18 @@ def test_a_username_header_with_a_nul_is_a_401(alice):
     assert response.status_code == 401
 
 
+def test_a_portal_form_with_a_nul_is_a_plain_400(alice):
+    NodeFactory(account=alice.account, node_id="n1")
+    user = UserFactory(username="alice-user", account=alice.account)
+    client = Client()
+    client.force_login(user)
+
+    response = client.post("/links/new", {"node": "n\x00", "link_id": "l1", "link_name": "L"})
+
+    assert response.status_code == 400
+    assert response.content == b"Bad request: node cannot contain NUL characters"
+
+
 def test_a_portal_path_with_a_nul_is_a_plain_400(alice):
     response = Client().get("/nodes/a%00/edit")
 

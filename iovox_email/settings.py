@@ -248,6 +248,7 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_CLIENT_IP_CALLABLE = "tracking.engagement.views.client_ip"
 AXES_LOCKOUT_TEMPLATE = "portal/locked_out.html"
 AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # no banner on every manage.py command; failures are still logged
 # The API (tracking/services/auth_throttle.py): this many wrong secure keys for a username, or
 # from an IP, within API_AUTH_FAILURE_WINDOW seconds answer 429 until the window ends (0: off).
 API_AUTH_FAILURE_LIMIT = env.int("API_AUTH_FAILURE_LIMIT", default=10)

@@ -88,7 +88,10 @@ def sync_tasks(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def process_caches_start_empty():
-    """Each test starts with nothing cached from another test's (rolled back) rows."""
+    """Each test starts with nothing cached from another test's (rolled back) rows, and no
+    failed authentications counted (Django's cache)."""
+    from django.core.cache import cache as django_cache
+
     from conversations.inbound.receive import routing_wakeups
     from tracking.delivery.dkim import dkim_key_cache
     from tracking.delivery.wakeup import delivery_wakeups
@@ -99,6 +102,7 @@ def process_caches_start_empty():
         cache.clear()
     for wakeups in (routing_wakeups, delivery_wakeups):
         wakeups.seen.clear()
+    django_cache.clear()
 
 
 @pytest.fixture(autouse=True)

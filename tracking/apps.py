@@ -7,6 +7,10 @@ class TrackingConfig(AppConfig):
     verbose_name = "Tracking"
 
     def ready(self) -> None:
+        # Connects the request_started receiver now: imported with the first view instead, it
+        # would miss that first request's start in each process, and that request's tracking
+        # hit would be written at once rather than batched.
+        import tracking.buffering  # noqa: F401
         from tracking.delivery.dkim import dkim_key_cache
         from tracking.models import ApiCredential, DkimKey, Link
         from tracking.services.accounts import credential_cache

@@ -1,9 +1,9 @@
-"""Benchmark: Communication Details on a busy account, against /healthz in the same run.
+"""Benchmark: Communication Details on a busy account, against /livez in the same run.
 
 Creates a throw-away test database (of DATABASE_URL's engine, SQLite by default), loads an
 account with MESSAGES messages spread over 30 days, then times, through Django's test client:
-/healthz (the baseline), Communication Details (KPIs + chart + links table), its emails view,
-and the CSV export of the whole range. Prints the median of each and its ratio to /healthz.
+/livez (the baseline), Communication Details (KPIs + chart + links table), its emails view,
+and the CSV export of the whole range. Prints the median of each and its ratio to /livez.
 
     make bench-portal                  # 20000 messages
     MESSAGES=100000 make bench-portal
@@ -112,7 +112,7 @@ def main() -> None:
     try:
         client = seed()
         paths = {
-            "/healthz (baseline)": "/healthz",
+            "/livez (baseline)": "/livez",
             "Communication Details": "/communications/",
             "  emails view, page 1": "/communications/?view=emails",
             "  emails view, sorted by link": "/communications/?view=emails&order=link_name_ASC",

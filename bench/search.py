@@ -11,7 +11,7 @@
 2. Starts gunicorn (one sync worker, DEBUG off) on `--port` and times typical searches of the
    largest account (half of all rows). Each request is paired, in the same run, with the very
    SQL the view executes (captured from the ORM: the page, and the count when needed) run with
-   psycopg and fetching every row: `ratio` is API time over SQL time. `/healthz` is the
+   psycopg and fetching every row: `ratio` is API time over SQL time. `/livez` is the
    baseline of what any request costs. The worker's peak RSS (VmHWM) is read after each case.
 """
 
@@ -282,7 +282,7 @@ def start_gunicorn(port: int, url: str) -> subprocess.Popen:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+            if requests.get(f"http://127.0.0.1:{port}/livez", timeout=1).ok:
                 return server
         except requests.ConnectionError:
             time.sleep(0.2)
@@ -378,12 +378,12 @@ def run_cases(args: argparse.Namespace, server: subprocess.Popen) -> None:
     healthz = []
     for _ in range(args.requests + 3):
         t = time.perf_counter()
-        session.get(f"{base}/healthz").raise_for_status()
+        session.get(f"{base}/livez").raise_for_status()
         healthz.append((time.perf_counter() - t) * 1000)
     healthz = healthz[3:]
     rss_before = worker_memory(server)
     print(
-        f"baseline /healthz: p50 {statistics.median(healthz):.1f} ms, "
+        f"baseline /livez: p50 {statistics.median(healthz):.1f} ms, "
         f"p95 {percentile(healthz, 0.95):.1f} ms; worker RSS {rss_before[0]} MB"
     )
     header = (f"{'case':32} {'rows':>6} {'total':>8} {'API p50':>8} {'API p95':>8} "
@@ -420,7 +420,7 @@ def run_cases(args: argparse.Namespace, server: subprocess.Popen) -> None:
               f"{statistics.median(direct):>8.1f} {percentile(direct, 0.95):>8.1f} "
               f"{ratio:>6.2f} {extra:>6.1f} {peak:>6} MB")  # fmt: skip
     print("times in ms; SQL = the view's own SQL (page, and count when needed) run directly "
-          "with psycopg;\nratio = API p50 / SQL p50; extra = API p50 - SQL p50 - /healthz p50 "
+          "with psycopg;\nratio = API p50 / SQL p50; extra = API p50 - SQL p50 - /livez p50 "
           "(the view's own cost)")  # fmt: skip
 
 

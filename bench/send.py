@@ -1,6 +1,6 @@
 """Benchmark of sending: acceptance through gunicorn, delivery by the worker.
 
-1. Accepted sends per second: POST /rest/v1/email through gunicorn, against GET /healthz on
+1. Accepted sends per second: POST /rest/v1/email through gunicorn, against GET /livez on
    the same server with the same clients in the same run.
 2. Delivery by the real worker (`manage.py qcluster`, its resident delivery loop) into Postfix's
    `smtp-sink` (the fastest MX there is; every domain's MX through a loopback DNS server),
@@ -146,13 +146,13 @@ def bench_acceptance(database_url: str) -> tuple[float, float]:
     )
     try:
         wait_for_port(PORT)
-        rate("GET", "/healthz", None, 200, 1)  # warm up both paths
+        rate("GET", "/livez", None, 200, 1)  # warm up both paths
         rate("POST", "/rest/v1/email", SEND_BODY, 201, 1)
         # Alternate short rounds, so a change in the machine's load hits both sides alike.
         healthz = sends = 0.0
         healthz_failed = sends_failed = 0
         for _ in range(ROUNDS):
-            ok, failed = rate("GET", "/healthz", None, 200, SECONDS / ROUNDS)
+            ok, failed = rate("GET", "/livez", None, 200, SECONDS / ROUNDS)
             healthz, healthz_failed = healthz + ok / ROUNDS, healthz_failed + failed
             ok, failed = rate("POST", "/rest/v1/email", SEND_BODY, 201, SECONDS / ROUNDS)
             sends, sends_failed = sends + ok / ROUNDS, sends_failed + failed
@@ -410,7 +410,7 @@ def main() -> None:
         if "accept" in PARTS:
             sends, healthz = bench_acceptance(database_url)
             print(
-                f"acceptance: {sends:8.0f} sends/s   vs /healthz {healthz:8.0f} req/s   "
+                f"acceptance: {sends:8.0f} sends/s   vs /livez {healthz:8.0f} req/s   "
                 f"ratio {sends / healthz:6.1%}  (target >= 15%; gunicorn {WEB_WORKERS} workers x "
                 f"{WEB_THREADS} threads, {CLIENTS} keep-alive clients, {SECONDS:.0f}s each in "
                 f"{ROUNDS} alternating rounds)"

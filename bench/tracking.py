@@ -1,4 +1,4 @@
-"""Benchmark: tracking pixel hits/s and click redirects/s through gunicorn, against /healthz on
+"""Benchmark: tracking pixel hits/s and click redirects/s through gunicorn, against /livez on
 the same server in the same run.
 
     make bench-tracking                       # the database of DATABASE_URL (use PostgreSQL)
@@ -173,13 +173,13 @@ def start_server() -> subprocess.Popen:
     for _ in range(100):
         time.sleep(0.1)
         try:
-            urllib.request.urlopen(f"{BASE}/healthz", timeout=1).read()
+            urllib.request.urlopen(f"{BASE}/livez", timeout=1).read()
             return server
         except OSError:
             if server.poll() is not None:
                 raise SystemExit("gunicorn did not start") from None
     server.terminate()
-    raise SystemExit("gunicorn did not answer /healthz")
+    raise SystemExit("gunicorn did not answer /livez")
 
 
 def server_cpu(server: subprocess.Popen) -> dict[int, float]:
@@ -226,10 +226,10 @@ def main() -> None:
     cpu: dict[str, list[float]] = {"healthz": [], "pixel": [], "click": []}
     answered = 0
     try:
-        run_load(["/healthz"], 1)  # warm-up: imports, connections
+        run_load(["/livez"], 1)  # warm-up: imports, connections
         for round_ in range(ROUNDS):
             phases = [
-                ("healthz", ["/healthz"]),
+                ("healthz", ["/livez"]),
                 ("pixel", pixels[round_]),
                 ("click", clicks[round_]),
             ]

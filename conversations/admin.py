@@ -2,6 +2,8 @@ from django.contrib import admin, messages
 
 from conversations.inbound.receive import inbound_route_again
 from conversations.models import Conversation, InboundMessage, ProxyDomain
+from tracking.admin import ValidatedFieldsAdmin
+from tracking.headers import header_value_validator
 
 
 @admin.register(ProxyDomain)
@@ -12,7 +14,19 @@ class ProxyDomainAdmin(admin.ModelAdmin):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(ValidatedFieldsAdmin):
+    # Relayed mail carries these in its From and To headers.
+    field_validators = {
+        name: [header_value_validator]
+        for name in (
+            "proxy_address",
+            "proxy_name",
+            "party_a_address",
+            "party_a_name",
+            "party_b_address",
+            "party_b_name",
+        )
+    }
     list_display = [
         "conversation_id",
         "proxy_address",

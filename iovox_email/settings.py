@@ -7,6 +7,7 @@ lists them all. A `.env` file beside manage.py is read when present.
 from __future__ import annotations
 
 import ipaddress
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -228,6 +229,45 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+
+# --- Hostile input, outages and login throttling (issue 12: API hardening) -------------------
+# Every request's path and query are refused when they hold a control character; a database
+# error is a 503 (JSON on /rest/, a plain page elsewhere) rather than a 500.
+INSTALLED_APPS += ["axes"]
+MIDDLEWARE.insert(0, "iovox_email.middleware.DatabaseUnavailableMiddleware")
+MIDDLEWARE.insert(0, "iovox_email.middleware.ControlCharactersMiddleware")
+# django-axes must be last: it turns a lockout flagged during the view into its response.
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Seconds a client is asked to wait (Retry-After) when the database is unavailable.
+DATABASE_RETRY_AFTER = env.int("DATABASE_RETRY_AFTER", default=30)
+# The portal's login (django-axes): this many failures for a username, or from an IP, lock it
+# out for LOGIN_LOCKOUT_MINUTES (an admin may unlock sooner: Axes > Access attempts).
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "tracking.engagement.views.client_ip"
+AXES_LOCKOUT_TEMPLATE = "portal/locked_out.html"
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # no banner on every manage.py command; failures are still logged
+# The API (tracking/services/auth_throttle.py): this many wrong secure keys for a username, or
+# from an IP, within API_AUTH_FAILURE_WINDOW seconds answer 429 until the window ends (0: off).
+API_AUTH_FAILURE_LIMIT = env.int("API_AUTH_FAILURE_LIMIT", default=10)
+API_AUTH_FAILURE_WINDOW = env.int("API_AUTH_FAILURE_WINDOW", default=900)
+# Where those counts are kept: Redis when REDIS_URL is set (shared by every web process),
+# else each process's memory.
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+# JSON bodies nested deeper than this are refused (400) before any code walks them.
+API_MAX_JSON_DEPTH = 32
 
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from iovox_email import views
 
 urlpatterns = [
+    path("livez", views.livez, name="livez"),
     path("healthz", views.healthz, name="healthz"),
     path("", include("tracking.engagement.urls")),
     path("rest/v1/schema", SpectacularAPIView.as_view(), name="schema"),

@@ -6,16 +6,15 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from django import forms
-from django.core.validators import RegexValidator
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from tracking.headers import header_value_validator
 from tracking.models import Account, Contact, Disposition, Link, Node, ReadDisposition
+from tracking.models.directory import directory_id_validator
 from tracking.services import directory
 
-ID_HELP = "Your own identifier, unique in your account."
-# Ids appear in URLs (as in the REST API's /rest/v1/links/{link_id}), so no slash or space.
-ID_VALIDATOR = RegexValidator(r"^[^/\s]+$", "Use no spaces or slashes in an id.")
+ID_HELP = "Your own identifier, unique in your account: letters, digits, - _ . ~"
 
 
 class AccountForm(forms.Form):
@@ -51,7 +50,7 @@ def _id_field(label: str, *, required: bool = True) -> forms.CharField:
         max_length=100,
         required=required,
         help_text=ID_HELP,
-        validators=[ID_VALIDATOR],
+        validators=[directory_id_validator],
     )
 
 
@@ -160,9 +159,12 @@ class DestinationForm(AccountForm):
 
 
 class ContactForm(AccountForm):
-    name = forms.CharField(max_length=200)
+    # Forwarded mail may name the contact in its To header.
+    name = forms.CharField(max_length=200, validators=[header_value_validator])
     email = forms.EmailField(
-        label="Email address", help_text="Alias mail forwarded to this contact is sent here."
+        label="Email address",
+        help_text="Alias mail forwarded to this contact is sent here.",
+        validators=[header_value_validator],
     )
     contact_id = _id_field("Contact id", required=False)
 

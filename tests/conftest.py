@@ -80,13 +80,17 @@ def mail_servers(settings, dns_server, mx_server) -> MailServers:
 
 @pytest.fixture(autouse=True)
 def process_caches_start_empty():
-    """Each test starts with nothing cached from another test's (rolled back) rows."""
+    """Each test starts with nothing cached from another test's (rolled back) rows, and no
+    failed authentications counted (Django's cache)."""
+    from django.core.cache import cache as django_cache
+
     from tracking.delivery.dkim import dkim_key_cache
     from tracking.services.accounts import credential_cache
     from tracking.services.directory import link_cache
 
     for cache in (credential_cache, link_cache, dkim_key_cache):
         cache.clear()
+    django_cache.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
 from tracking.delivery.dkim import InvalidKey, dkim_key_add, dkim_key_check
+from tracking.headers import header_value_validator
 from tracking.models import (
     Account,
     AliasDomain,
@@ -22,7 +23,23 @@ from tracking.models import (
     TrackingEvent,
     User,
 )
+from tracking.models.accounts import username_validator
+from tracking.models.directory import directory_id_validator
 from tracking.services.accounts import credential_create, credential_rotate
+from tracking.services.auth_throttle import auth_failures_reset
+
+
+class ValidatedFieldsAdmin(admin.ModelAdmin):
+    """An admin whose form fields get the shared input rules the API and the portal apply
+    (the model fields carry no validators of their own)."""
+
+    field_validators: dict[str, list] = {}
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if field is not None and db_field.name in self.field_validators:
+            field.validators = [*field.validators, *self.field_validators[db_field.name]]
+        return field
 
 
 @admin.register(Account)
@@ -44,6 +61,10 @@ class ApiCredentialForm(forms.ModelForm):
         model = ApiCredential
         fields = ["account", "username", "is_active"]
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["username"].validators.append(username_validator)
+
 
 @admin.register(ApiCredential)
 class ApiCredentialAdmin(admin.ModelAdmin):
@@ -52,7 +73,7 @@ class ApiCredentialAdmin(admin.ModelAdmin):
     list_filter = ["is_active", "account"]
     search_fields = ["username", "account__name"]
     readonly_fields = ["key_hint", "created_at", "last_used"]
-    actions = ["rotate_keys"]
+    actions = ["rotate_keys", "unlock"]
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -71,6 +92,12 @@ class ApiCredentialAdmin(admin.ModelAdmin):
         for credential in queryset:
             key = credential_rotate(credential=credential)
             messages.warning(request, f"New secure key of {credential.username}: {key}")
+
+    @admin.action(description="Unlock after repeated wrong secure keys")
+    def unlock(self, request, queryset):
+        for credential in queryset:
+            auth_failures_reset(username=credential.username)
+        messages.info(request, "The selected usernames may authenticate again at once.")
 
 
 class DkimKeyForm(forms.ModelForm):
@@ -139,14 +166,16 @@ class AliasDomainAdmin(admin.ModelAdmin):
 
 
 @admin.register(Node)
-class NodeAdmin(admin.ModelAdmin):
+class NodeAdmin(ValidatedFieldsAdmin):
+    field_validators = {"node_id": [directory_id_validator]}
     list_display = ["node_id", "node_name", "node_type", "account"]
     list_filter = ["account", "node_type"]
     search_fields = ["node_id", "node_name"]
 
 
 @admin.register(Link)
-class LinkAdmin(admin.ModelAdmin):
+class LinkAdmin(ValidatedFieldsAdmin):
+    field_validators = {"link_id": [directory_id_validator]}
     list_display = ["link_id", "link_name", "link_type", "node", "email_address", "destination"]
     list_filter = ["account", "link_type"]
     search_fields = ["link_id", "link_name", "email_address", "node__node_name"]
@@ -155,7 +184,12 @@ class LinkAdmin(admin.ModelAdmin):
 
 
 @admin.register(Contact)
-class ContactAdmin(admin.ModelAdmin):
+class ContactAdmin(ValidatedFieldsAdmin):
+    field_validators = {
+        "contact_id": [directory_id_validator],
+        "name": [header_value_validator],
+        "email": [header_value_validator],
+    }
     list_display = ["contact_id", "name", "email", "account"]
     list_filter = ["account"]
     search_fields = ["contact_id", "name", "email"]

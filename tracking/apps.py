@@ -22,7 +22,8 @@ class TrackingConfig(AppConfig):
             for signal, event in ((post_save, "saved"), (post_delete, "deleted")):
                 uid = f"{model.__name__}-{event}-cache"
                 signal.connect(cache.clear, model, weak=False, dispatch_uid=uid)
-        # Tracking hits are batched from a process's first request on.
+        # Now, not with the first view's import: that would miss the first request's start in
+        # each process, and its tracking hit would be written at once rather than batched.
         buffering.connect_request_signals()
         # The worker's schedules follow the code at every migrate; its resident loops start
         # with each worker process.

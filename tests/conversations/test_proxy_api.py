@@ -200,4 +200,6 @@ def test_line_breaks_never_reach_a_header(alice, alice_link, shared_domain):
         URL, [entry(proxy_name="Evil\r\nBcc: victim@example.net")], format="json"
     )
     assert response.status_code == 400
-    assert response.json() == {"errors": ["[0].proxy_name cannot contain line breaks"]}
+    assert response.json() == {
+        "errors": ["[0].proxy_name cannot contain line breaks or control characters"]
+    }

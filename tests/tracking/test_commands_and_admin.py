@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.http import HttpRequest
 from rest_framework.test import APIClient
 
 from conversations.models import ProxyDomain
@@ -18,7 +19,8 @@ def test_create_account_prints_working_credentials(capsys):
     client = APIClient()
     client.credentials(HTTP_USERNAME="acme", HTTP_SECUREKEY=key)
     assert client.get("/rest/v1/nodes").status_code == 200
-    assert client.login(username="acme", password="pw-123456")
+    # django-axes checks every authentication against its lockouts, which needs the request.
+    assert client.login(request=HttpRequest(), username="acme", password="pw-123456")
 
 
 def test_create_account_with_a_chosen_key_and_twice(capsys):

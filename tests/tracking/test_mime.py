@@ -7,8 +7,9 @@ import pytest
 
 from tests.factories import MessageFactory
 from tracking.delivery.mime import message_build_mime, message_outgoing_bytes
+from tracking.headers import HeaderInjection
+from tracking.headers import header_values_check as check_header_values
 from tracking.models import Attachment
-from tracking.services.messages import HeaderInjection, check_header_values
 
 pytestmark = pytest.mark.django_db
 

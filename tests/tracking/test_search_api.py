@@ -366,7 +366,7 @@ def test_end_before_start_is_a_400(alice):
 def test_a_nul_character_is_a_400_not_a_server_error(alice):
     response = alice.client.get(URL + "?sender_address=a%00b")
     assert response.status_code == 400
-    assert response.json() == {"errors": ["sender_address cannot contain NUL characters"]}
+    assert response.json() == {"errors": ["sender_address cannot contain control characters"]}
 
 
 def test_a_head_request_is_answered_without_leaving_a_transaction_open(alice, civic):

@@ -127,7 +127,9 @@ def test_an_internationalised_domain_is_sent_as_punycode(alice, link):
 def test_line_breaks_in_header_values_are_refused(alice, link, field, value):
     response = post(alice, payload(**{field: value}))
     assert response.status_code == 400
-    assert response.json() == {"errors": [f"{field} cannot contain line breaks"]}
+    assert response.json() == {
+        "errors": [f"{field} cannot contain line breaks or control characters"]
+    }
     assert not Message.objects.exists()
 
 
@@ -142,9 +144,9 @@ def test_line_breaks_in_attachment_filename_and_id_are_refused(alice, link):
     response = post(alice, payload(attachments=attachments))
     assert response.status_code == 400
     assert response.json()["errors"] == [
-        "attachments[0].filename cannot contain line breaks",
-        "attachments[1].id cannot contain line breaks",
-        "attachments[2].type cannot contain line breaks",
+        "attachments[0].filename cannot contain line breaks or control characters",
+        "attachments[1].id cannot contain line breaks or control characters",
+        "attachments[2].type cannot contain line breaks or control characters",
     ]
 
 
@@ -351,7 +353,7 @@ def test_content_with_a_lone_surrogate_is_refused_by_the_fast_check(alice, link)
     response = alice.client.post("/rest/v1/email", body, content_type="application/json")
     assert response.status_code == 400
     assert response.json() == {
-        "errors": ["html_content: surrogate characters are not allowed: U+D800"]
+        "errors": ["html_content cannot contain NUL characters or lone surrogates"]
     }
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from tracking.headers import header_value_validator
 from tracking.models import Contact, Link, Node
+from tracking.models.directory import directory_id_validator
 from tracking.services import directory
 
-ID_FIELD = {"max_length": 100, "allow_blank": False}
+ID_FIELD = {"max_length": 100, "allow_blank": False, "validators": [directory_id_validator]}
 
 
 class AccountScopedMixin:
@@ -79,8 +81,11 @@ class LinkSerializer(AccountScopedMixin, serializers.Serializer):
 
 class ContactSerializer(AccountScopedMixin, serializers.Serializer):
     contact_id = serializers.CharField(**ID_FIELD, required=False)
-    name = serializers.CharField(max_length=200)
-    email = serializers.EmailField(required=False, allow_blank=True, default="")
+    # Forwarded mail may name the contact in its To header.
+    name = serializers.CharField(max_length=200, validators=[header_value_validator])
+    email = serializers.EmailField(
+        required=False, allow_blank=True, default="", validators=[header_value_validator]
+    )
 
     def validate_contact_id(self, value: str) -> str:
         return self.check_unique(Contact, "contact_id", value)

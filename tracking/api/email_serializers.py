@@ -13,10 +13,11 @@ from rest_framework import exceptions, serializers, status
 
 from tracking.api.fields import CharField, CopiedFieldsMixin
 from tracking.engagement.events import message_events
+from tracking.headers import header_value_validator
 from tracking.models import Account, Attachment, Link, Message
 from tracking.search import SearchQuery, search_rows
 from tracking.services.directory import link_for_sending
-from tracking.services.messages import AttachmentDraft, has_line_break
+from tracking.services.messages import AttachmentDraft
 
 MIME_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$", re.I)
 WHITESPACE = re.compile(rb"\s+")
@@ -27,23 +28,18 @@ class MessageTooLarge(exceptions.APIException):
     default_code = "too_large"
 
 
-def no_line_breaks(value: str) -> str:
-    if has_line_break(value):
-        raise serializers.ValidationError("cannot contain line breaks", code="line_break")
-    return value
-
-
 class HeaderCharField(CharField):
-    """A value that goes into a header line: CR and LF are refused (header injection)."""
+    """A value that goes into a header line: no line break or other control character
+    (tracking/headers.py has the rule), checked before trimming could hide a trailing one."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("trim_whitespace", False)
         super().__init__(**kwargs)
-        self.validators.append(no_line_breaks)
+        self.validators.append(header_value_validator)
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
-        no_line_breaks(value)  # before trimming could hide a trailing newline
+        header_value_validator(value)
         return value.strip()
 
 
@@ -54,8 +50,7 @@ class AddressField(serializers.EmailField):
     default_error_messages = {"invalid": "is not a valid email address"}
 
     def to_internal_value(self, data):
-        if isinstance(data, str) and has_line_break(data):
-            raise serializers.ValidationError("cannot contain line breaks", code="line_break")
+        header_value_validator(data)
         value = super().to_internal_value(data).strip()
         local, _, domain = value.rpartition("@")
         try:

@@ -6,12 +6,14 @@ same shape for a missing field, malformed JSON, an unknown id or a body that is 
 
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db.models import ProtectedError, RestrictedError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+from tracking.api.parsers import too_large
 
 # DRF's default messages, said the spec's way ("text_content cannot be empty").
 PHRASES = {
@@ -80,7 +82,11 @@ def errors_exception_handler(exc, context):
         return errors_response(
             [f"cannot be deleted while {what} refer to it"], status.HTTP_409_CONFLICT
         )
-    if isinstance(exc, Http404):
+    if isinstance(exc, RequestDataTooBig):
+        # Django refuses to read a body over DATA_UPLOAD_MAX_MEMORY_SIZE (its HTML 400).
+        length = int(context["request"].META.get("CONTENT_LENGTH") or 0)
+        exc = too_large(length)
+    elif isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) if str(exc) else "not found")
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()

@@ -15,12 +15,21 @@ WHY = {
     "409": "Still in use: it cannot be deleted.",
     "413": "The request body is over the size limit.",
     "415": "The request body is not JSON.",
+    "429": "Too many failed authentications for this username or from this address: retry "
+    "after Retry-After seconds.",
+    "503": "The service cannot reach its database: retry after Retry-After seconds.",
+}
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "integer", "minimum": 1},
+    }
 }
 WITH_BODY = {"post", "put", "patch"}
 
 
 def statuses_for(path: str, method: str) -> list[str]:
-    statuses = ["401"]
+    statuses = ["401", "429", "503"]
     if method != "delete":
         statuses.append("400")
     if "{" in path:
@@ -44,4 +53,6 @@ def add_error_responses(result, generator, request, public):
             for status in statuses_for(path, method):
                 response = responses.setdefault(status, {"description": WHY[status]})
                 response.setdefault("content", ref)
+                if status in ("429", "503"):
+                    response.setdefault("headers", RETRY_AFTER)
     return result

@@ -31,6 +31,7 @@ from email.utils import format_datetime, formataddr
 from tracking.delivery.dkim import dkim_sign
 from tracking.engagement.content import OutgoingContent, message_tracked_content
 from tracking.engagement.mime import mime_add_tracking
+from tracking.headers import header_values_check, headers_write
 from tracking.models import Attachment, Message
 
 # The email.mime classes with the compat32 policy: several times faster than EmailMessage with
@@ -68,6 +69,14 @@ def _text(text: str, subtype: str) -> MIMEText:
 
 
 def _binary(attachment: Attachment) -> MIMEBase:
+    # These become parameters of Content-Type and Content-Disposition, and the Content-ID.
+    header_values_check(
+        {
+            "attachment type": attachment.content_type,
+            "attachment filename": attachment.filename,
+            "attachment id": attachment.content_id,
+        }
+    )
     maintype, _, subtype = attachment.content_type.partition("/")
     part = MIMEBase(maintype, subtype or "octet-stream")
     del part["MIME-Version"]
@@ -133,7 +142,6 @@ def message_build_mime(
     # Our headers first, then the Content-Type of the body part that became the root.
     content_headers = root._headers
     root._headers = []
-    for name, value in headers:
-        root[name] = value
+    headers_write(root, headers)
     root._headers += content_headers
     return root.as_bytes(policy=WIRE)

@@ -13,6 +13,7 @@ import uuid
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
 from tracking.engagement import tokens
@@ -26,6 +27,9 @@ PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAA
 NO_CACHE = "no-cache, no-store, must-revalidate, max-age=0, private"
 
 
+# csrf_exempt: these take GET and HEAD only; any other method is a 405, never the CSRF
+# middleware's 403 (which would claim a token was missing where none can help).
+@csrf_exempt
 @require_safe
 def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
     message_id = tokens.open_token_message_id(token)
@@ -40,6 +44,7 @@ def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
     return response
 
 
+@csrf_exempt
 @require_safe
 def click_redirect(request: HttpRequest, token: str) -> HttpResponse:
     target = tokens.click_token_target(token)

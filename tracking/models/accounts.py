@@ -7,11 +7,23 @@ import hmac
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractUser
+from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
 # last_used is refreshed at most this often, so authentication costs no write per request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+# An API username travels in an HTTP header, which carries Latin-1 bytes at best: letters,
+# digits and . _ @ + - only, so every username that can be created can also authenticate.
+# Checked when a credential is created (admin, create_account, services) and when one is
+# presented.
+username_validator = RegexValidator(
+    r"^[A-Za-z0-9._@+-]+\Z",
+    "may contain only letters (A-Z, a-z), digits and the characters . _ @ + -",
+    code="invalid_username",
+)
 
 
 class Account(models.Model):

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
 from tracking.models.accounts import Account
+
+# The customer's own ids (node_id, link_id, contact_id) are path segments of the API and the
+# portal (/rest/v1/links/{link_id}), so they hold only characters a URL carries as they are
+# (RFC 3986's unreserved set) and start with a letter or digit (never "." or ".."). The spec's
+# examples (1234, abc123, xyz789) fit. Checked when an id is created or changed, by the API,
+# the portal and the admin alike.
+directory_id_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._~-]*\Z",
+    "may contain only letters, digits and the characters - _ . ~, and must start with a "
+    "letter or digit",
+    code="invalid_id",
+)
 
 
 class AccountQuerySet(models.QuerySet):

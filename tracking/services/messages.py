@@ -14,10 +14,11 @@ from django.conf import settings
 from django.db import transaction
 
 from tracking.delivery.state import InvalidTransition, message_transition
+from tracking.headers import header_values_check
 from tracking.models import Account, Attachment, Direction, Disposition, Link, Message
 
-# Values that end up in a header line: a CR or LF in any of them would let the caller add
-# headers (or a whole body) of their own.
+# Values that end up in a header line of mail we build: a line break in any of them would let
+# the caller add headers (or a whole body) of their own (tracking/headers.py has the rule).
 HEADER_BOUND_FIELDS = (
     "sender_address",
     "sender_name",
@@ -36,20 +37,6 @@ class AttachmentDraft:
     filename: str
     content_id: str
     content: bytes
-
-
-class HeaderInjection(ValueError):
-    pass
-
-
-def has_line_break(value: str) -> bool:
-    return "\r" in value or "\n" in value
-
-
-def check_header_values(values: dict[str, str]) -> None:
-    bad = sorted(name for name, value in values.items() if value and has_line_break(value))
-    if bad:
-        raise HeaderInjection(f"line breaks are not allowed in {', '.join(bad)}")
 
 
 def domain_of(address: str) -> str:
@@ -130,17 +117,10 @@ def _message_of(draft: MessageDraft) -> Message:
         raise ValueError("the link belongs to another account")
     fields = {name: getattr(draft, name) for name in HEADER_BOUND_FIELDS}
     headers = dict(draft.headers or {})
-    check_header_values(fields)
-    check_header_values(headers)
-    check_header_values({"header names": "".join(headers)})
-    for attachment in draft.attachments:
-        check_header_values(
-            {
-                "attachment filename": attachment.filename,
-                "attachment id": attachment.content_id,
-                "attachment type": attachment.content_type,
-            }
-        )
+    if draft.source_mime is None:
+        # Mail we build from these values (forwarded and relayed mail goes out as it came, and
+        # its fields only describe it): refused here too, not only by the API's validation.
+        _check_header_bound(fields, headers, draft.attachments)
     message_id = draft.message_id or uuid.uuid4()
     if draft.source_mime is None:
         smtp_message_id = new_smtp_message_id(message_id)
@@ -163,6 +143,22 @@ def _message_of(draft: MessageDraft) -> Message:
         smtp_message_id=smtp_message_id,
         **fields,
     )
+
+
+def _check_header_bound(
+    fields: dict[str, str], headers: dict[str, str], attachments: Sequence[AttachmentDraft]
+) -> None:
+    header_values_check(fields)
+    header_values_check(headers)
+    header_values_check({"header names": "".join(headers)})
+    for attachment in attachments:
+        header_values_check(
+            {
+                "attachment filename": attachment.filename,
+                "attachment id": attachment.content_id,
+                "attachment type": attachment.content_type,
+            }
+        )
 
 
 def _attachment_of(message: Message, draft: AttachmentDraft) -> Attachment:

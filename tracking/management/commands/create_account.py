@@ -1,7 +1,8 @@
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from tracking.models import Account, ApiCredential, User
-from tracking.services.accounts import account_create
+from tracking.services.accounts import account_create, username_check
 
 
 class Command(BaseCommand):
@@ -13,6 +14,10 @@ class Command(BaseCommand):
         parser.add_argument("--password", help="Portal password (no portal login without one).")
 
     def handle(self, *args, username, secure_key, password, **options):
+        try:
+            username_check(username)
+        except ValidationError as exc:
+            raise CommandError(exc.messages[0]) from None
         taken = (
             Account.objects.filter(name=username).exists()
             or ApiCredential.objects.filter(username=username).exists()

@@ -157,7 +157,7 @@ DELIVERY_BATCH_SIZE = env.int("DELIVERY_BATCH_SIZE", default=50)
 # how many delivery loops run at once in the whole system (each a worker process; see
 # tracking/worker.py).
 DELIVERY_CONNECTIONS = env.int("DELIVERY_CONNECTIONS", default=4)
-DELIVERY_LOOPS = env.int("DELIVERY_LOOPS", default=1)
+DELIVERY_LOOPS = env.int("DELIVERY_LOOPS", default=2)
 # The largest message accepted, by the API and by inbound SMTP (bytes of decoded content).
 MAX_MESSAGE_SIZE = env.int("MAX_MESSAGE_SIZE", default=25 * 1024 * 1024)
 # A JSON body carries attachments in base64 (4/3 of their size) plus the rest of the message.
@@ -208,9 +208,9 @@ SPECTACULAR_SETTINGS = {
 REDIS_URL = env("REDIS_URL", default="")
 Q_CLUSTER = {
     "name": "iovox",
-    # The resident delivery and routing loops take one worker process each (tracking/worker.py);
-    # the rest run the other tasks.
-    "workers": env.int("Q_WORKERS", default=4),
+    # The resident loops take one worker process each (tracking/worker.py): DELIVERY_LOOPS
+    # and routing's one; the rest run the other tasks.
+    "workers": env.int("Q_WORKERS", default=5),
     # A task that runs longer than `timeout` is killed; `retry` must be longer so the broker
     # does not hand a still-running task to a second worker.
     "timeout": 300,

@@ -21,11 +21,11 @@ SMTP server only commit rows.
 
 A loop runs for RUN_SECONDS, then enqueues its successor and ends, so a graceful stop of the
 cluster waits for no more than that (and the batches in flight). At most DELIVERY_LOOPS runs
-of the delivery loop, and one of the routing loop, work at a time in the whole system: each
-holds a WorkerLease row, taken by conditional UPDATE, renewed every RENEW_EVERY seconds, and
-free again LEASE_SECONDS after its holder stops renewing it. A run that finds every slot held
-ends at once, unless a holder has stopped renewing (STALE_SECONDS): then it waits for that
-lease to run out and takes the slot.
+of the delivery loop (each a process, so a core), and one of the routing loop, work at a time
+in the whole system: each holds a WorkerLease row, taken by conditional UPDATE, renewed every
+RENEW_EVERY seconds, and free again LEASE_SECONDS after its holder stops renewing it. A run
+that finds every slot held ends at once, unless a holder has stopped renewing (STALE_SECONDS):
+then it waits for that lease to run out and takes the slot.
 
 Runs are enqueued by the run before (its successor); by every worker process as it starts
 (django-q2's post_spawn: a cluster starting, a dead worker replaced), so the loops start with

@@ -258,6 +258,8 @@ def drain(account, link, database_url: str, dns_server, sink_port: int, recipien
     """Commit a backlog while a fresh worker idles, and watch it drain; a dict of figures."""
     from tracking.models import Disposition, Message, WorkerLease
 
+    # The leases of the worker of a scenario before, stopped without a goodbye: not waited for.
+    WorkerLease.objects.all().delete()
     worker = spawn(
         [sys.executable, "manage.py", "qcluster"],
         env={

@@ -133,15 +133,3 @@ class InboundMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mail_from} -> {', '.join(self.rcpt_to)} ({self.status})"
-
-
-class RoutingWakeup(models.Model):
-    """A routing task for inbound mail is queued and has not started (see
-    tracking.delivery.wakeup): the SMTP server queues another only when there is none, so a
-    stream of mail costs one task at a time instead of one per message. One row at most."""
-
-    name = models.CharField(max_length=50, unique=True)
-    created_at = models.DateTimeField(default=timezone.now)
-
-    def __str__(self) -> str:
-        return f"{self.name} since {self.created_at:%H:%M:%S}"

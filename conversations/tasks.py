@@ -2,49 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from django.utils import timezone
-
 from conversations.inbound import routing
-from conversations.inbound.receive import (
-    ROUTING,
-    inbound_enqueue_routing,
-    inbound_messages_purge,
-    inbound_retry_due,
-    routing_wakeups,
-)
-from conversations.models import InboundMessage
-
-# A message still pending after this long lost its task (or its worker): route it now.
-SWEEP_AFTER = timedelta(minutes=1)
+from conversations.inbound.receive import inbound_messages_purge, inbound_retry_due
+from tracking import worker
 
 
-def inbound_route_pending() -> int:
-    """Enqueued by the SMTP server once messages are stored. The wake-up stays while the task
-    routes, so the server queues no second routing task meanwhile: a second worker routing
-    too would only split the batches (each costs a fixed few milliseconds) and leave no
-    worker to deliver what was routed. Let go at the end (`finish`); whatever is pending then
-    (stored after the last look, while the wake-up said a task was coming) gets a task of
-    its own. A worker that dies mid-task leaves the wake-up for WAKEUP_STALE: the sweep
-    routes the messages meanwhile."""
-    try:
-        done = routing.inbound_route_pending()
-    finally:
-        routing_wakeups.finish(ROUTING)  # even after a failure: the next message wakes a task
-    if InboundMessage.objects.filter(status=InboundMessage.Status.PENDING).exists():
-        inbound_enqueue_routing()
-    return done
+def routing_loop() -> int:
+    """One run of the resident routing loop (tracking/worker.py): routes inbound mail as the
+    SMTP server stores it, and deferred mail once its retry is due."""
+    return worker.loop_run("routing", routing_turn)
 
 
-def inbound_sweep() -> int:
-    """Scheduled: route what is still pending after a minute (a lost task, a dead worker),
-    and deferred messages whose retry is due."""
+def routing_turn() -> bool:
+    """Deferred messages whose retry has come back to pending, then the pending routed; False
+    when there was nothing to route."""
     inbound_retry_due()
-    stale = InboundMessage.objects.filter(
-        status=InboundMessage.Status.PENDING, received_at__lt=timezone.now() - SWEEP_AFTER
-    )
-    return routing.inbound_route_pending() if stale.exists() else 0
+    return routing.inbound_route_pending() > 0
 
 
 def inbound_purge() -> int:

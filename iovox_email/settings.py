@@ -148,14 +148,16 @@ EMAIL_RETRY_SCHEDULE = [
     int(s) for s in env.list("EMAIL_RETRY_SCHEDULE", default=["60", "300", "900", "1800", "3600"])
 ]
 EMAIL_EXPIRY = env.int("EMAIL_EXPIRY", default=259200)
-# A worker's claim on a message lasts this long; it must outlive the worker's task timeout so a
-# claim only lapses when its worker is gone (the sweep then re-delivers the message).
-DELIVERY_LOCK_SECONDS = env.int("DELIVERY_LOCK_SECONDS", default=600)
-# How many messages to one recipient domain a worker claims and sends over one connection.
+# A delivery claim on a message lapses this long after the worker that holds it stopped renewing
+# it (it renews while the attempt goes on): how soon the messages of a dead worker are retried.
+DELIVERY_LOCK_SECONDS = env.int("DELIVERY_LOCK_SECONDS", default=15)
+# How many messages to one recipient domain the delivery loop claims and sends over one connection.
 DELIVERY_BATCH_SIZE = env.int("DELIVERY_BATCH_SIZE", default=50)
-# A web process wakes delivery for the domains of the messages it accepted in batches, this
-# often (seconds; 0: once per message, on commit). See tracking/buffering.py.
-DELIVERY_WAKEUP_INTERVAL = env.float("DELIVERY_WAKEUP_INTERVAL", default=0.1)
+# SMTP connections the delivery loop keeps going at once (threads of its worker process), and
+# how many delivery loops run at once in the whole system (each a worker process; see
+# tracking/worker.py).
+DELIVERY_CONNECTIONS = env.int("DELIVERY_CONNECTIONS", default=4)
+DELIVERY_LOOPS = env.int("DELIVERY_LOOPS", default=2)
 # The largest message accepted, by the API and by inbound SMTP (bytes of decoded content).
 MAX_MESSAGE_SIZE = env.int("MAX_MESSAGE_SIZE", default=25 * 1024 * 1024)
 # A JSON body carries attachments in base64 (4/3 of their size) plus the rest of the message.
@@ -206,7 +208,9 @@ SPECTACULAR_SETTINGS = {
 REDIS_URL = env("REDIS_URL", default="")
 Q_CLUSTER = {
     "name": "iovox",
-    "workers": env.int("Q_WORKERS", default=2),
+    # The resident loops take one worker process each (tracking/worker.py): DELIVERY_LOOPS
+    # and routing's one; the rest run the other tasks.
+    "workers": env.int("Q_WORKERS", default=5),
     # A task that runs longer than `timeout` is killed; `retry` must be longer so the broker
     # does not hand a still-running task to a second worker.
     "timeout": 300,

@@ -78,37 +78,24 @@ def mail_servers(settings, dns_server, mx_server) -> MailServers:
     return MailServers(dns=dns_server, mx=mx_server)
 
 
-@pytest.fixture
-def sync_tasks(monkeypatch):
-    """django-q2's sync mode: async_task runs the task in this process, at once."""
-    from django_q.conf import Conf
-
-    monkeypatch.setattr(Conf, "SYNC", True)
-
-
 @pytest.fixture(autouse=True)
 def process_caches_start_empty():
     """Each test starts with nothing cached from another test's (rolled back) rows, and no
     failed authentications counted (Django's cache)."""
     from django.core.cache import cache as django_cache
 
-    from conversations.inbound.receive import routing_wakeups
     from tracking.delivery.dkim import dkim_key_cache
-    from tracking.delivery.wakeup import delivery_wakeups
     from tracking.services.accounts import credential_cache
     from tracking.services.directory import link_cache
 
     for cache in (credential_cache, link_cache, dkim_key_cache):
         cache.clear()
-    for wakeups in (routing_wakeups, delivery_wakeups):
-        wakeups.seen.clear()
     django_cache.clear()
 
 
 @pytest.fixture(autouse=True)
-def batches_handled_at_once(settings):
-    """Tracking hits are written, and delivery woken, within their request in tests. The web
-    default batches both for later (tracking/buffering.py), possibly from a timer thread whose
-    own connection could not see a test's uncommitted rows."""
+def hits_written_at_once(settings):
+    """Tracking hits are written within their request in tests. The web default batches them
+    for later (tracking/buffering.py), possibly from a timer thread whose own connection could
+    not see a test's uncommitted rows."""
     settings.TRACKING_EVENT_FLUSH_INTERVAL = 0
-    settings.DELIVERY_WAKEUP_INTERVAL = 0

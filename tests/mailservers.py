@@ -215,6 +215,8 @@ class SinkHandler:
         if self.sink.rcpt_delay:
             await asyncio.sleep(self.sink.rcpt_delay)
         reply = self.sink.reply_to_rcpt.get(address.lower())
+        if isinstance(reply, list):  # replies for the next RCPTs, then the usual 250
+            reply = reply.pop(0) if reply else None
         if reply:
             return reply
         envelope.rcpt_tos.append(address)
@@ -238,7 +240,8 @@ class SinkHandler:
 
 class SmtpSink:
     """An aiosmtpd server that keeps what it receives. `reply_to_rcpt` maps a recipient to the
-    reply RCPT gets ("550 5.1.1 No such user", "450 4.2.0 Try later"); `reply_to_data`, when
+    reply RCPT gets ("550 5.1.1 No such user", "450 4.2.0 Try later"), or to a list of the
+    replies its next RCPTs get (then 250); `reply_to_data`, when
     set, is DATA's reply for every message; `rcpt_delay` holds every RCPT reply back;
     `starttls` offers STARTTLS with a self-signed certificate; `pipelining` offers PIPELINING
     (RFC 2920)."""
@@ -248,7 +251,7 @@ class SmtpSink:
         self.port = port or free_port(host)
         self.starttls = starttls
         self.received: list[Received] = []
-        self.reply_to_rcpt: dict[str, str] = {}
+        self.reply_to_rcpt: dict[str, str | list[str]] = {}
         self.reply_to_data: str | None = None
         self.rcpt_seen: list[str] = []  # every RCPT TO, answered or not
         self.rcpt_delay = 0.0  # seconds to wait before answering RCPT (a slow server)

@@ -1,5 +1,6 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_delete, post_save
+from django.core import checks
+from django.db.models.signals import post_delete, post_migrate, post_save
 
 
 class TrackingConfig(AppConfig):
@@ -7,10 +8,9 @@ class TrackingConfig(AppConfig):
     verbose_name = "Tracking"
 
     def ready(self) -> None:
-        # Connects the request_started receiver now: imported with the first view instead, it
-        # would miss that first request's start in each process, and that request's tracking
-        # hit would be written at once rather than batched.
-        import tracking.buffering  # noqa: F401
+        from django_q.signals import post_spawn
+
+        from tracking import buffering, schedules, worker
         from tracking.delivery.dkim import dkim_key_cache
         from tracking.models import ApiCredential, DkimKey, Link
         from tracking.services.accounts import credential_cache
@@ -22,3 +22,13 @@ class TrackingConfig(AppConfig):
             for signal, event in ((post_save, "saved"), (post_delete, "deleted")):
                 uid = f"{model.__name__}-{event}-cache"
                 signal.connect(cache.clear, model, weak=False, dispatch_uid=uid)
+        # Now, not with the first view's import: that would miss the first request's start in
+        # each process, and its tracking hit would be written at once rather than batched.
+        buffering.connect_request_signals()
+        # The worker's schedules follow the code at every migrate; its resident loops start
+        # with each worker process.
+        post_migrate.connect(
+            schedules.schedules_sync_after_migrate, sender=self, dispatch_uid="schedules-sync"
+        )
+        post_spawn.connect(worker.loops_start, dispatch_uid="worker-loops-start")
+        checks.register(worker.check_worker_count)

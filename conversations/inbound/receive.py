@@ -2,53 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
-from django_q.tasks import async_task
 
 from conversations.inbound.mime import Envelope, loop_reason, received_header
-from conversations.models import InboundMessage, RoutingWakeup
-from tracking.delivery.wakeup import Wakeups
+from conversations.models import InboundMessage
 from tracking.text import text_safe
-
-log = logging.getLogger(__name__)
-
-ROUTING = "inbound"  # the one routing wake-up's name
-# The routing task holds its wake-up while it runs (conversations.tasks), so the SMTP server
-# may trust one it saw this many seconds ago instead of asking for it after every commit:
-# one query in 50 ms rather than one a message (tracking.delivery.wakeup, `trust`).
-ROUTING_WAKEUP_TRUST = 0.05
-routing_wakeups = Wakeups(RoutingWakeup, "name", trust=ROUTING_WAKEUP_TRUST)
-
-
-def routing_wakeup_trusted() -> bool:
-    """`inbound_enqueue_routing` would return at once, without a query: the routing task's
-    wake-up was seen a moment ago (ROUTING_WAKEUP_TRUST)."""
-    return routing_wakeups.trusted(ROUTING)
-
-
-def inbound_enqueue_routing() -> None:
-    """Wake the worker, once the messages it is to route have committed: one task routes
-    every message pending when it runs, and none is queued while another waits to start
-    or runs. A lost task is not a lost message: the sweep re-finds every message still
-    pending after a minute."""
-    try:
-        routing_wakeups.wake(
-            ROUTING,
-            lambda: async_task(
-                "conversations.tasks.inbound_route_pending", task_name="inbound routing"
-            ),
-        )
-    except Exception:  # noqa: BLE001 - the rows are committed; the sweep will route them
-        log.exception("could not enqueue inbound routing")
 
 
 @dataclass(frozen=True)
@@ -69,8 +35,7 @@ def inbound_receive_many(arrivals: Sequence[Arrival]) -> list[InboundMessage]:
     """Store messages, in one transaction (one durable commit for all of them), each with our
     Received trace line on top, as `pending` or, when it is in a mail loop, as `refused` with
     the reason, so the SMTP server can refuse it. Only the header names are read here; the
-    worker reads the rest. The caller wakes the worker once this has committed
-    (`inbound_enqueue_routing`)."""
+    worker's routing loop reads the rest once it finds them (tracking/worker.py)."""
     rows = inbound_rows(arrivals)
     if len(rows) == 1:
         # One INSERT on its own commits by itself: bulk_create's transaction would add a
@@ -118,28 +83,21 @@ def _inbound_row(arrival: Arrival) -> InboundMessage:
 
 
 def inbound_route_again(*, inbound_pks: list[int]) -> int:
-    """Put failed and deferred messages back to `pending` now (after a fix, say) and wake
-    the worker; how many were put back. A failed one gets the whole INBOUND_RETRY_SCHEDULE
-    again. Routed and refused messages stay as they are."""
-    count = InboundMessage.objects.filter(
+    """Put failed and deferred messages back to `pending` now (after a fix, say), for the
+    routing loop to find; how many were put back. A failed one gets the whole
+    INBOUND_RETRY_SCHEDULE again. Routed and refused messages stay as they are."""
+    return InboundMessage.objects.filter(
         pk__in=inbound_pks,
         status__in=[InboundMessage.Status.FAILED, InboundMessage.Status.DEFERRED],
     ).update(status=InboundMessage.Status.PENDING, error="", attempts=0, retry_at=None)
-    if count:
-        transaction.on_commit(inbound_enqueue_routing)
-    return count
 
 
 def inbound_retry_due() -> int:
-    """Put deferred messages whose `retry_at` has come back to `pending` and wake the worker;
-    how many. Called by the scheduled sweep, so a retry happens within a minute of its
-    time."""
-    count = InboundMessage.objects.filter(
+    """Put deferred messages whose `retry_at` has come back to `pending`; how many. The
+    routing loop calls it every turn, so a retry happens within a second of its time."""
+    return InboundMessage.objects.filter(
         status=InboundMessage.Status.DEFERRED, retry_at__lte=timezone.now()
     ).update(status=InboundMessage.Status.PENDING, retry_at=None)
-    if count:
-        transaction.on_commit(inbound_enqueue_routing)
-    return count
 
 
 def inbound_messages_purge(*, batch: int = 1000) -> int:

@@ -57,9 +57,9 @@ from tracking.text import text_safe
 log = logging.getLogger(__name__)
 
 THREAD_HEADERS = ("Message-ID", "In-Reply-To", "References")
-# One task routes at most this many messages before it ends (the next wakeup or the sweep
-# carries on), so a flood does not hold a worker for ever.
-ROUTE_LIMIT = 5000
+# One call routes at most this many messages before it returns, so the routing loop renews its
+# lease between calls (tracking/worker.py) however long a flood lasts.
+ROUTE_LIMIT = 200
 # SQLite's write lock has no queue: a writer that finds it taken sleeps and retries, so a worker
 # routing back to back would starve the SMTP server's inserts. A short gap between batches
 # lets them in (measured: twice the messages a second end to end with 3 ms).

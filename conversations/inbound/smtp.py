@@ -30,12 +30,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 
 from conversations.inbound import receive
 from conversations.inbound.mime import Envelope
-from conversations.inbound.receive import (
-    Arrival,
-    inbound_enqueue_routing,
-    inbound_receive_many,
-    routing_wakeup_trusted,
-)
+from conversations.inbound.receive import Arrival, inbound_receive_many
 from conversations.inbound.recipients import address_normalize, recipient_resolve
 from conversations.models import InboundMessage
 from tracking.caching import ProcessCache
@@ -236,9 +231,9 @@ class KnownRecipients:
 
 
 class GroupCommit:
-    """Stores the messages of concurrent sessions together: one transaction, one durable
-    commit and one worker wake-up for all that arrived while the previous group was being
-    written (classic group commit). Each session still gets its answer only once its own
+    """Stores the messages of concurrent sessions together: one transaction and one durable
+    commit for all that arrived while the previous group was being written (classic group
+    commit). Each session still gets its answer only once its own
     row has committed; when a group fails, every message in it gets the failure (a 451)."""
 
     def __init__(self, store, limit: int = GROUP_COMMIT_LIMIT):
@@ -280,7 +275,7 @@ class GroupCommit:
 
 
 class InboundHandler:
-    """aiosmtpd hooks: judge each recipient, store each message, wake the worker."""
+    """aiosmtpd hooks: judge each recipient, store each message."""
 
     def __init__(self, executor: ThreadPoolExecutor, store: AsyncStore | None = None):
         self.executor = executor
@@ -293,16 +288,11 @@ class InboundHandler:
         return await loop.run_in_executor(self.executor, _db_call, func, *args)
 
     async def store_group(self, arrivals: list[Arrival]) -> list[InboundMessage]:
-        """Store a group of messages (one durable commit), then wake the worker unless it was
-        seen awake a moment ago (before any 250)."""
+        """Store a group of messages (one durable commit), before any 250; the worker's
+        routing loop finds them (tracking/worker.py)."""
         if self.store is not None:
-            stored = await self.store.store(arrivals)
-        else:
-            stored = await self._run(inbound_receive_many, arrivals)  # SQLite: the pool's way
-        pending = any(inbound.status == InboundMessage.Status.PENDING for inbound in stored)
-        if pending and not routing_wakeup_trusted():
-            await self._run(inbound_enqueue_routing)  # never raises: the sweep covers a lost task
-        return stored
+            return await self.store.store(arrivals)
+        return await self._run(inbound_receive_many, arrivals)  # SQLite: the pool's way
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope, address, options):
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:

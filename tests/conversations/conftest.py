@@ -45,6 +45,18 @@ class InboundServer:
             return smtp.sendmail(mail_from, [to] if isinstance(to, str) else to, raw)
 
 
+class WorkedServer(InboundServer):
+    """Our server, with the worker's loops taking their turns once each message is stored
+    (tests/worker.py): routed, and delivered, before `send` returns."""
+
+    def send(self, raw: bytes, *, mail_from: str, to: list[str] | str) -> dict:
+        from tests.worker import work
+
+        refused = super().send(raw, mail_from=mail_from, to=to)
+        work()
+        return refused
+
+
 @pytest.fixture
 def inbound_server(transactional_db):
     """`manage.py smtpd`'s server, in a thread of this process, on an ephemeral port."""

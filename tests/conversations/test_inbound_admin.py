@@ -37,9 +37,7 @@ def test_failed_messages_can_be_routed_again_from_admin(
     routed.refresh_from_db()
     assert (failed.status, failed.error, failed.attempts) == ("pending", "", 0)
     assert routed.status == "routed"
-    assert [task.func() for task in OrmQ.objects.all()] == [
-        "conversations.tasks.inbound_route_pending"
-    ]
+    assert not OrmQ.objects.exists()  # the routing loop finds it
 
 
 def test_an_inbound_message_page_shows_its_error_and_its_authentication(staff_client):

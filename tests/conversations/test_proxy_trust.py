@@ -1,9 +1,9 @@
 """Who may write through a proxy address, and what the other party gets to see.
 
-End to end: smtplib to our real SMTP server from 127.0.0.1, routing in the worker (django-q2
-in sync mode), SPF, DKIM and DMARC records served by the loopback DNS server, messages signed
-here with dkimpy by a key that server publishes, and the aiosmtpd sink standing in for the
-other party's MX."""
+End to end: smtplib to our real SMTP server from 127.0.0.1, routing in the worker (its loops'
+turns after each message, tests/worker.py), SPF, DKIM and DMARC records served by the loopback
+DNS server, messages signed here with dkimpy by a key that server publishes, and the aiosmtpd
+sink standing in for the other party's MX."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from django.utils import timezone
 
 from conversations import tasks
 from conversations.models import InboundMessage, RelayedMessageId
-from tests.conversations.conftest import PARTY_A, PARTY_B
+from conversations.tasks import routing_turn
+from tests.conversations.conftest import PARTY_A, PARTY_B, WorkedServer
+from tests.worker import work
 from tracking.delivery.dkim import dkim_key_generate
 from tracking.models import Message
 
@@ -71,9 +73,9 @@ def signed(raw: bytes, domain: str = DEALER, selector: str = "sel1") -> bytes:
 
 
 @pytest.fixture
-def live(inbound_server, mail_servers, sync_tasks):
+def live(inbound_server, mail_servers):
     mail_servers.dns.route(DEALER)
-    return inbound_server
+    return WorkedServer(inbound_server.host, inbound_server.port)
 
 
 @pytest.fixture
@@ -219,11 +221,13 @@ def test_a_dns_timeout_defers_the_message_until_dns_answers(
     assert "attempt 1: " in inbound.error and "DNS lookups failed" in inbound.error
     assert mail_servers.mx.received == [] and not Message.objects.exists()
 
-    assert tasks.inbound_sweep() == 0  # not due yet
+    work()
+    inbound.refresh_from_db()
+    assert inbound.status == InboundMessage.Status.DEFERRED  # not due yet
     dns.timeouts.clear()
     dns.add_spf(DEALER, "v=spf1 ip4:127.0.0.1 -all")
     with time_machine.travel(timezone.now() + timedelta(seconds=61)):
-        tasks.inbound_sweep()
+        work()
     inbound.refresh_from_db()
     assert (inbound.status, inbound.spf, inbound.attempts) == ("routed", "pass", 2)
     assert len(mail_servers.mx.received) == 1
@@ -243,7 +247,7 @@ def test_dns_that_never_answers_ends_in_a_refusal_after_the_last_attempt(
     inbound = from_dealer(live, conversation)
     assert inbound.status == InboundMessage.Status.DEFERRED
     with time_machine.travel(timezone.now() + timedelta(seconds=61)):
-        tasks.inbound_sweep()
+        work()
     inbound.refresh_from_db()
     assert inbound.status == InboundMessage.Status.REFUSED
     assert inbound.error.startswith("gave up after 2 attempts: ")
@@ -374,10 +378,11 @@ NUL_MESSAGE = (
 
 
 def test_alias_mail_with_nuls_is_stored_and_forwarded_as_it_came(
-    inbound_server, link, sync_tasks, mail_servers
+    inbound_server, link, mail_servers
 ):
     raw = NUL_MESSAGE.format(sender="lead@gmail.example", to=link.email_address).encode()
     inbound_server.send(raw, mail_from="lead@gmail.example", to=link.email_address)
+    work()
     inbound = InboundMessage.objects.get()
     assert inbound.status == InboundMessage.Status.ROUTED, inbound.error
     assert bytes(inbound.raw).endswith(raw)
@@ -399,7 +404,7 @@ def test_proxy_mail_with_nuls_is_relayed(live, conversation, mail_servers):
 
 
 def test_nuls_in_the_helo_name_and_envelope_sender_are_stored_and_forwarded(
-    inbound_server, link, sync_tasks, mail_servers
+    inbound_server, link, mail_servers
 ):
     with inbound_server.client() as smtp:
         smtp.ehlo("client\x00host")
@@ -407,6 +412,7 @@ def test_nuls_in_the_helo_name_and_envelope_sender_are_stored_and_forwarded(
         assert smtp.rcpt(link.email_address)[0] == 250
         code, _ = smtp.data(message(sender="lead@gmail.example", to=link.email_address))
     assert code == 250
+    work()
     inbound = InboundMessage.objects.get()
     assert (inbound.helo, inbound.mail_from) == ("client\ufffdhost", "lead\ufffd@gmail.example")
     assert inbound.status == InboundMessage.Status.ROUTED
@@ -433,7 +439,7 @@ def test_a_bounce_with_nuls_marks_the_message_it_bounces(live, conversation, mai
 
 
 def test_a_message_that_keeps_failing_is_retried_then_failed_then_purged(
-    inbound_server, link, sync_tasks, settings, monkeypatch
+    inbound_server, link, settings, monkeypatch
 ):
     settings.INBOUND_RETRY_SCHEDULE = [60, 300]
     settings.INBOUND_RETENTION_DAYS = 30
@@ -446,19 +452,20 @@ def test_a_message_that_keeps_failing_is_retried_then_failed_then_purged(
     monkeypatch.setattr("conversations.inbound.routing._forward_alias", forward_breaks)
     raw = message(sender="lead@gmail.example", to=link.email_address)
     inbound_server.send(raw, mail_from="lead@gmail.example", to=link.email_address)
+    work()
     inbound = InboundMessage.objects.get()
     assert (inbound.status, inbound.attempts) == ("deferred", 1)
 
     start = timezone.now()
     for seconds, status in ((61, "deferred"), (61 + 301, "failed")):
         with time_machine.travel(start + timedelta(seconds=seconds)):
-            tasks.inbound_sweep()
+            work()
         inbound.refresh_from_db()
         assert inbound.status == status
     assert inbound.attempts == 3 and calls
     assert inbound.error == "gave up after 3 attempts: RuntimeError: forwarding exploded"
     with time_machine.travel(start + timedelta(days=29)):
-        assert tasks.inbound_sweep() == 0  # failed stays failed: not routed again
+        assert not routing_turn()  # failed stays failed: not routed again
         assert tasks.inbound_purge() == 0
     with time_machine.travel(start + timedelta(days=31)):
         assert tasks.inbound_purge() == 1

@@ -1,22 +1,17 @@
-"""Inbound mail end to end: smtplib to our server, the worker's routing (django-q2 in sync
-mode, so it runs as soon as the message is committed), delivery through the local DNS server
-to the aiosmtpd sink standing in for the recipient's MX."""
+"""Inbound mail end to end: smtplib to our server, the worker's routing and delivery (its
+loops' turns after each message, tests/worker.py) through the local DNS server to the aiosmtpd
+sink standing in for the recipient's MX."""
 
 from __future__ import annotations
 
 import email
 import email.policy
-import os
-from datetime import timedelta
 
 import pytest
-import time_machine
-from django.utils import timezone
 
-from conversations import tasks
 from conversations.inbound.routing import inbound_route
 from conversations.models import InboundMessage
-from tests.conversations.conftest import ALIAS, CUSTOMER, PARTY_A, PARTY_B, eml
+from tests.conversations.conftest import ALIAS, CUSTOMER, PARTY_A, PARTY_B, WorkedServer, eml
 from tracking.delivery.verp import verp_address
 from tracking.models import Direction, Disposition, Message
 
@@ -26,10 +21,11 @@ def parse(data: bytes) -> email.message.EmailMessage:
 
 
 @pytest.fixture
-def live(inbound_server, mail_servers, sync_tasks):
-    """Our server, the worker in sync mode, and the MX sink for example.net and party A."""
+def live(inbound_server, mail_servers):
+    """Our server, the worker's turns (tests/worker.py), and the MX sink for example.net and
+    party A."""
     mail_servers.dns.route("dealer.example.net")
-    return inbound_server
+    return WorkedServer(inbound_server.host, inbound_server.port)
 
 
 # --- Alias forwarding -----------------------------------------------------------------------
@@ -301,30 +297,17 @@ def test_a_forged_bounce_address_is_refused_at_rcpt(live, link):
 # --- The worker -----------------------------------------------------------------------------
 
 
-def test_routing_is_queued_and_a_message_is_routed_once(inbound_server, link, mail_servers):
+def test_a_message_is_stored_pending_and_routed_once(inbound_server, link, mail_servers):
     from django_q.models import OrmQ
 
     inbound_server.send(eml("auto_reply.eml", sender=CUSTOMER, to=ALIAS), mail_from="", to=ALIAS)
     inbound = InboundMessage.objects.get()
     assert inbound.status == InboundMessage.Status.PENDING
-    [task] = OrmQ.objects.all()  # the worker woken once the message was committed
-    assert task.func() == "conversations.tasks.inbound_route_pending"
+    assert not OrmQ.objects.exists()  # the routing loop finds it: nothing is enqueued
 
     assert inbound_route(inbound_pk=inbound.pk).status == InboundMessage.Status.ROUTED
     assert inbound_route(inbound_pk=inbound.pk) is None  # a second worker finds nothing to do
     assert Message.objects.count() == 1
-
-
-def test_sweep_requeues_messages_pending_for_over_a_minute(inbound_server, link, sync_tasks):
-    from django_q.conf import Conf
-
-    Conf.SYNC = False  # store without routing, as if the task had been lost
-    inbound_server.send(eml("auto_reply.eml", sender=CUSTOMER, to=ALIAS), mail_from="", to=ALIAS)
-    Conf.SYNC = True
-    assert tasks.inbound_sweep() == 0  # too fresh: its own task may still be on its way
-    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
-        assert tasks.inbound_sweep() == 1
-    assert InboundMessage.objects.get().status == InboundMessage.Status.ROUTED
 
 
 def test_a_routing_failure_is_recorded_and_leaves_no_half_made_messages(
@@ -348,15 +331,6 @@ def test_a_routing_failure_is_recorded_and_leaves_no_half_made_messages(
     assert inbound.error == "attempt 1: RuntimeError: relay exploded"
     assert inbound.retry_at is not None
     assert not Message.objects.exists()
-
-
-def test_setup_schedules_declares_the_inbound_sweep(transactional_db):
-    from django.core.management import call_command
-    from django_q.models import Schedule
-
-    call_command("setup_schedules", stdout=open(os.devnull, "w"))  # noqa: SIM115
-    sweep = Schedule.objects.get(name="iovox:inbound-sweep")
-    assert (sweep.func, sweep.minutes) == ("conversations.tasks.inbound_sweep", 1)
 
 
 def test_a_null_envelope_sender_is_not_relayed(live, conversation, mail_servers):
@@ -460,16 +434,11 @@ def routed_subjects() -> list[tuple[str, list[str]]]:
     ]
 
 
-def test_a_batch_is_routed_together_with_one_delivery_task_per_domain(
-    inbound_server, conversation, django_assert_max_num_queries
-):
-    from django_q.models import OrmQ
-
+def test_a_batch_is_routed_together(inbound_server, conversation, django_assert_max_num_queries):
     from conversations.inbound.routing import inbound_route_pending
 
     subjects = ["one", "relay two", "three", "relay four", "five", "six"]
     send_pending(inbound_server, conversation, subjects)
-    OrmQ.objects.all().delete()  # the routing task: run here instead
     # One batch, not a message at a time. The relayed messages add a few: each looks up its
     # Message-IDs and remembers a new one (conversation_relay_thread: one, or four), and their
     # rows record a verdict (one UPDATE more).
@@ -478,8 +447,6 @@ def test_a_batch_is_routed_together_with_one_delivery_task_per_domain(
     assert routed_subjects() == [("routed", [subject]) for subject in subjects]
     relayed = Message.objects.filter(direction=Direction.RELAY)
     assert set(relayed.values_list("recipient_address", flat=True)) == {PARTY_A}
-    deliveries = sorted(task.args()[0] for task in OrmQ.objects.all())
-    assert deliveries == ["dealer.example.net", "example.net"]  # party A's, the contact's
 
 
 def test_a_poison_message_in_the_middle_of_a_batch_fails_alone(

@@ -11,6 +11,7 @@ import pytest
 from conversations.models import Conversation
 from conversations.services import proxy_domain_add
 from tests.factories import LinkFactory, NodeFactory
+from tests.worker import deliver_due
 from tracking.models import Message
 
 pytestmark = pytest.mark.django_db
@@ -37,12 +38,10 @@ def alice_link(alice):
     return LinkFactory(node=NodeFactory(account=alice.account), link_id="abc123")
 
 
-def test_send_with_a_proxy_domain_opens_a_conversation(
-    alice, alice_link, mail_servers, sync_tasks, django_capture_on_commit_callbacks
-):
-    with django_capture_on_commit_callbacks(execute=True):
-        response = alice.client.post("/rest/v1/email", send_body(), format="json")
+def test_send_with_a_proxy_domain_opens_a_conversation(alice, alice_link, mail_servers):
+    response = alice.client.post("/rest/v1/email", send_body(), format="json")
     assert response.status_code == 201, response.json()
+    deliver_due()
     body = response.json()
     assert set(body) == {"message_id", "conversation_id", "proxy_address"}
     conversation = Conversation.objects.get(conversation_id=body["conversation_id"])
@@ -65,12 +64,10 @@ def test_send_with_a_proxy_domain_opens_a_conversation(
     assert sent["To"] == "Billy Bob <bob@example.net>"
 
 
-def test_without_a_proxy_name_the_sender_name_is_shown(
-    alice, alice_link, mail_servers, sync_tasks, django_capture_on_commit_callbacks
-):
-    with django_capture_on_commit_callbacks(execute=True):
-        response = alice.client.post("/rest/v1/email", send_body(proxy_name=""), format="json")
+def test_without_a_proxy_name_the_sender_name_is_shown(alice, alice_link, mail_servers):
+    response = alice.client.post("/rest/v1/email", send_body(proxy_name=""), format="json")
     assert response.status_code == 201
+    deliver_due()
     sent = email.message_from_bytes(mail_servers.mx.received[0].data, policy=email.policy.default)
     assert sent["From"] == f"Bob Bob <{response.json()['proxy_address']}>"
 

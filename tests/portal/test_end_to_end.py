@@ -1,6 +1,6 @@
-"""The portal over real traffic: a message sent through the REST API, delivered by the worker's
-task to a real SMTP server on loopback (found through a real DNS server), as the portal shows
-it."""
+"""The portal over real traffic: a message sent through the REST API, delivered by the
+worker's delivery loop (its turns, tests/worker.py) to a real SMTP server on loopback (found
+through a real DNS server), as the portal shows it."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from django.utils import timezone
 from selectolax.lexbor import LexborHTMLParser
 
 from tests.factories import LinkFactory
-from tracking import tasks
+from tests.worker import deliver_due
 from tracking.models import Disposition, Message
 
 READER = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"
 
 
 def test_a_message_sent_through_the_api_shows_its_real_delivery_in_the_portal(
-    alice, alice_portal, mail_servers, sync_tasks, settings, django_capture_on_commit_callbacks
+    alice, alice_portal, mail_servers, settings
 ):
     settings.EMAIL_RETRY_SCHEDULE = [60]
     settings.TRACKING_BASE_URL = "http://testserver"
@@ -30,27 +30,27 @@ def test_a_message_sent_through_the_api_shows_its_real_delivery_in_the_portal(
     mail_servers.mx.reply_to_rcpt["bob@example.net"] = "451 4.3.0 Try again later"
     start = timezone.now()
 
-    with django_capture_on_commit_callbacks(execute=True):
-        response = alice.client.post(
-            "/rest/v1/email",
-            {
-                "link_id": "1234",
-                "sender_address": "bob.bob@iovox.com",
-                "sender_name": "Bob Bob",
-                "recipient_address": "bob@example.net",
-                "recipient_name": "Billy Bob",
-                "subject": "Your test drive",
-                "text_content": "Hello",
-                "html_content": '<html><body><p><a href="https://dealer.example/offer">'
-                "See the offer</a></p></body></html>",
-            },
-            format="json",
-        )
+    response = alice.client.post(
+        "/rest/v1/email",
+        {
+            "link_id": "1234",
+            "sender_address": "bob.bob@iovox.com",
+            "sender_name": "Bob Bob",
+            "recipient_address": "bob@example.net",
+            "recipient_name": "Billy Bob",
+            "subject": "Your test drive",
+            "text_content": "Hello",
+            "html_content": '<html><body><p><a href="https://dealer.example/offer">'
+            "See the offer</a></p></body></html>",
+        },
+        format="json",
+    )
+    deliver_due()
     message = Message.objects.get(message_id=uuid.UUID(response.json()["message_id"]))
     assert message.disposition == Disposition.QUEUED
     del mail_servers.mx.reply_to_rcpt["bob@example.net"]
     with time_machine.travel(start + timedelta(seconds=61)):
-        assert tasks.sweep_due_messages() == 1
+        assert deliver_due() == 1
 
     # The recipient opens the mail that arrived and clicks its link.
     [received] = mail_servers.mx.received

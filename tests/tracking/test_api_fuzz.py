@@ -17,7 +17,7 @@ import requests
 
 from tests.factories import AccountFactory, ApiCredentialFactory
 from tests.mailservers import free_port
-from tests.tracking.test_worker_end_to_end import ROOT, database_url
+from tests.worker import ROOT, database_url
 
 KEY = "fuzz-secure-key-0123456789abcdef0123456789"
 

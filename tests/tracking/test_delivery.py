@@ -1,7 +1,10 @@
+"""Delivery's outcomes through the delivery loop's turns (tests/worker.py: its claims, in this
+thread), against the local DNS server and SMTP sink. The loop itself, in a real qcluster, is
+tests/tracking/test_worker_end_to_end.py."""
+
 from __future__ import annotations
 
 import email
-import time
 from datetime import timedelta
 from email.policy import default as default_policy
 
@@ -11,7 +14,7 @@ from django.utils import timezone
 
 from tests.factories import MessageFactory
 from tests.mailservers import SilentServer, SmtpSink
-from tracking import tasks
+from tests.worker import deliver_due
 from tracking.delivery.claims import messages_claim
 from tracking.delivery.verp import verp_address, verp_message_id
 from tracking.models import DeliveryAttempt, Disposition, Message
@@ -29,7 +32,7 @@ def make_message(**fields) -> Message:
 
 
 def deliver(message: Message) -> Message:
-    tasks.deliver_message(message.pk)
+    deliver_due()
     message.refresh_from_db()
     return message
 
@@ -74,7 +77,7 @@ def test_5xx_at_data_makes_the_message_undeliverable(mail_servers):
     assert message.attempts.get().smtp_code == 554
 
 
-def test_4xx_queues_then_the_retry_succeeds(mail_servers, sync_tasks, settings):
+def test_4xx_queues_then_the_retry_succeeds(mail_servers, settings):
     settings.EMAIL_RETRY_SCHEDULE = [60, 300]
     mail_servers.mx.reply_to_rcpt["busy@example.net"] = "451 4.3.0 Try again later"
     start = timezone.now()
@@ -82,11 +85,11 @@ def test_4xx_queues_then_the_retry_succeeds(mail_servers, sync_tasks, settings):
     assert message.disposition == Disposition.QUEUED
     assert message.attempt_count == 1
     assert timedelta(seconds=59) < message.next_attempt_at - start < timedelta(seconds=65)
-    assert tasks.sweep_due_messages() == 0  # not due yet
+    assert deliver_due() == 0  # not due yet
 
     del mail_servers.mx.reply_to_rcpt["busy@example.net"]
     with time_machine.travel(start + timedelta(seconds=61)):
-        assert tasks.sweep_due_messages() == 1
+        assert deliver_due() == 1
     message.refresh_from_db()
     assert message.disposition == Disposition.SENT
     assert [a.outcome for a in message.attempts.all()] == ["queued", "sent"]
@@ -184,7 +187,7 @@ def test_mx_hosts_are_tried_by_preference(mail_servers):
     assert down < mail_servers.dns.queries.index(("backup.example.net", "A"))
 
 
-def test_queued_message_expires_after_email_expiry(mail_servers, settings, sync_tasks):
+def test_queued_message_expires_at_email_expiry(mail_servers, settings):
     settings.EMAIL_EXPIRY = 3600
     settings.EMAIL_RETRY_SCHEDULE = [1800]
     mail_servers.mx.reply_to_rcpt["busy@example.net"] = "450 4.2.1 Mailbox busy"
@@ -193,39 +196,134 @@ def test_queued_message_expires_after_email_expiry(mail_servers, settings, sync_
     message = deliver(message)
     assert message.disposition == Disposition.QUEUED
     with time_machine.travel(start + timedelta(seconds=1801)):
-        tasks.sweep_due_messages()
+        deliver_due()
     message.refresh_from_db()
     assert message.disposition == Disposition.QUEUED
-    # The next retry is clamped to the deadline, and fails for the last time there.
+    # The next retry would come after the deadline: the message waits for the deadline ...
     assert message.next_attempt_at == start + timedelta(seconds=3600)
-    with time_machine.travel(start + timedelta(seconds=3601)):
-        tasks.sweep_due_messages()
+    with time_machine.travel(start + timedelta(seconds=3599)):
+        assert deliver_due() == 0
+    # ... where it expires, without another attempt.
+    with time_machine.travel(start + timedelta(seconds=3600)):
+        assert deliver_due() == 0
     message.refresh_from_db()
     assert message.disposition == Disposition.EXPIRED
-    assert "450 4.2.1" in message.status_detail
-    assert [a.outcome for a in message.attempts.all()] == ["queued", "queued", "expired"]
+    assert message.status_detail == "expired: 450 4.2.1 Mailbox busy"
+    assert [a.outcome for a in message.attempts.all()] == ["queued", "queued"]
     with time_machine.travel(start + timedelta(days=10)):
-        assert tasks.sweep_due_messages() == 0
+        assert deliver_due() == 0
+
+
+def test_a_message_expires_at_its_deadline_though_an_attempt_is_in_flight(
+    mail_servers, settings, caplog
+):
+    from tracking.delivery.deliver import Outcomes
+    from tracking.delivery.smtp import SmtpReply
+
+    settings.EMAIL_EXPIRY = 60
+    message = make_message(
+        disposition=Disposition.QUEUED, next_attempt_at=timezone.now(), attempt_count=3
+    )
+    [in_flight] = messages_claim(domain="example.net")  # a slow MX holds its attempt
+    with time_machine.travel(message.receive_date + timedelta(seconds=60)):
+        assert deliver_due() == 0
+    message.refresh_from_db()
+    assert message.disposition == Disposition.EXPIRED
+    # The attempt ends after all: its outcome is not kept.
+    outcomes = Outcomes()
+    outcomes.add(in_flight, Disposition.SENT, SmtpReply(250, "2.0.0 OK", "mx.example.net"))
+    outcomes.flush()
+    message.refresh_from_db()
+    assert message.disposition == Disposition.EXPIRED and not message.attempts.exists()
+    assert "changed during delivery; sent not kept" in caplog.text
 
 
 def test_messages_to_one_domain_share_one_connection(mail_servers):
     messages = [make_message(recipient_address=f"r{i}@example.net") for i in range(5)]
-    other = make_message(recipient_address="x@elsewhere.example")
-    assert tasks.deliver_message(messages[2].pk) == 5
+    assert deliver_due() == 1  # one batch
     assert sorted(mail_servers.mx.recipients()) == [f"r{i}@example.net" for i in range(5)]
     assert len({r.connection for r in mail_servers.mx.received}) == 1
-    assert Message.objects.filter(disposition=Disposition.SENT).count() == 5
-    other.refresh_from_db()
-    assert other.disposition == Disposition.RECEIVED
-    # The tasks of the other four find their message handled, and do nothing.
-    assert all(tasks.deliver_message(m.pk) == 0 for m in messages)
+    assert all(deliver(m).disposition == Disposition.SENT for m in messages)
+    assert deliver_due() == 0
     assert len(mail_servers.mx.received) == 5
+
+
+def test_domains_take_turns_so_a_backlog_delays_another_domain_by_one_batch(mail_servers, settings):
+    settings.DELIVERY_BATCH_SIZE = 2
+    mail_servers.dns.route("other.example")
+    for i in range(6):
+        make_message(recipient_address=f"r{i}@example.net")
+    make_message(recipient_address="late@other.example")
+    assert deliver_due() == 4
+    batches = [received.rcpt_tos[0].partition("@")[2] for received in mail_servers.mx.received]
+    assert batches.index("other.example") <= 2  # after the first batch of the backlog
+    assert Message.objects.filter(disposition=Disposition.SENT).count() == 7
+
+
+def test_mail_to_a_new_domain_goes_within_two_turns_however_many_domains_wait(
+    mail_servers, settings
+):
+    from tests.worker import InThisThread
+    from tracking.worker import Delivery
+
+    for n in range(8):
+        mail_servers.dns.route(f"d{n}.example")
+        for i in range(2):
+            make_message(recipient_address=f"r{i}@d{n}.example")
+    delivery = Delivery(InThisThread())
+    for _ in range(3):
+        assert delivery.turn()
+    mail_servers.dns.route("zz-late.example")
+    late = make_message(recipient_address="late@zz-late.example")
+    delivery.turn()
+    delivery.turn()
+    late.refresh_from_db()
+    assert late.disposition == Disposition.SENT
+    assert Message.objects.filter(disposition=Disposition.RECEIVED).count() >= 8
+
+
+def test_a_retry_that_falls_due_goes_within_two_turns_however_much_waits(mail_servers, settings):
+    from tests.worker import InThisThread
+    from tracking.worker import Delivery
+
+    for n in range(8):
+        mail_servers.dns.route(f"d{n}.example")
+        make_message(recipient_address=f"r@d{n}.example")
+    retry = make_message(
+        recipient_address="busy@example.net",
+        disposition=Disposition.QUEUED,
+        next_attempt_at=timezone.now() + timedelta(seconds=30),
+    )
+    delivery = Delivery(InThisThread())
+    delivery.turn()
+    with time_machine.travel(timezone.now() + timedelta(seconds=31)):
+        delivery.turn()
+        delivery.turn()
+    retry.refresh_from_db()
+    assert retry.disposition == Disposition.SENT
+    assert Message.objects.filter(disposition=Disposition.RECEIVED).count() >= 5
+
+
+def test_a_domain_using_half_the_connections_gives_way_unless_it_is_alone(mail_servers):
+    from tests.worker import InThisThread
+    from tracking.worker import Delivery
+
+    class HalfBusyWithExampleNet(InThisThread):
+        size = 4
+
+        def busy_with(self, domain: str) -> int:
+            return 2 if domain == "example.net" else 0
+
+    make_message(recipient_address="a@example.net")
+    delivery = Delivery(HalfBusyWithExampleNet())
+    assert delivery.next_domain() == "example.net"  # the only one with due mail
+    make_message(recipient_address="b@other.example")
+    assert {delivery.next_domain(), delivery.next_domain()} == {"other.example"}
 
 
 def test_one_refusal_in_a_batch_does_not_stop_the_others(mail_servers):
     mail_servers.mx.reply_to_rcpt["r1@example.net"] = "550 5.1.1 No such user"
     messages = [make_message(recipient_address=f"r{i}@example.net") for i in range(3)]
-    tasks.deliver_message(messages[0].pk)
     assert [deliver(m).disposition for m in messages] == ["sent", "undeliverable", "sent"]
 
 
@@ -237,49 +335,65 @@ def test_delivering_twice_sends_once(mail_servers):
     assert DeliveryAttempt.objects.count() == 1
 
 
-def test_a_claimed_message_is_not_delivered_by_another_worker(mail_servers, sync_tasks):
+def test_a_claimed_message_is_not_delivered_by_another_worker(mail_servers, settings):
     message = make_message()
     [claimed] = messages_claim(domain="example.net")
     assert claimed.pk == message.pk
-    assert tasks.deliver_message(message.pk) == 0
-    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
-        assert tasks.sweep_due_messages() == 0
+    assert deliver_due() == 0
+    live = timezone.now() + timedelta(seconds=settings.DELIVERY_LOCK_SECONDS - 1)
+    with time_machine.travel(live):
+        assert deliver_due() == 0
     assert mail_servers.mx.received == []
 
 
-def test_a_claim_whose_worker_died_is_redelivered_by_the_sweep_once(
-    mail_servers, sync_tasks, settings
-):
+def test_a_claim_whose_worker_died_lapses_and_is_delivered_once(mail_servers, settings):
     message = make_message()
     messages_claim(domain="example.net")  # ... and the worker is killed here
     lapsed = timezone.now() + timedelta(seconds=settings.DELIVERY_LOCK_SECONDS + 1)
     with time_machine.travel(lapsed):
-        assert tasks.sweep_due_messages() == 1
-        assert tasks.sweep_due_messages() == 0
+        assert deliver_due() == 1
+        assert deliver_due() == 0
     message.refresh_from_db()
     assert message.disposition == Disposition.SENT
     assert message.attempt_count == 2
     assert len(mail_servers.mx.received) == 1
 
 
+def test_a_live_claim_is_renewed_and_does_not_lapse(mail_servers, settings):
+    from tracking.delivery.claims import claims_renew
+
+    make_message()
+    batch = messages_claim(domain="example.net")
+    later = timezone.now() + timedelta(seconds=settings.DELIVERY_LOCK_SECONDS - 1)
+    with time_machine.travel(later):
+        assert claims_renew(batch) == 1
+    with time_machine.travel(later + timedelta(seconds=2)):
+        assert deliver_due() == 0  # the renewed lock still holds
+    assert mail_servers.mx.received == []
+
+
 def test_the_lapsed_workers_late_result_does_not_overwrite(mail_servers, settings):
-    from tracking.delivery.state import message_transition
+    from tracking.delivery.state import Transition, messages_transition
 
     make_message()
     [stale] = messages_claim(domain="example.net")
     lapsed = timezone.now() + timedelta(seconds=settings.DELIVERY_LOCK_SECONDS + 1)
     with time_machine.travel(lapsed):
-        assert tasks.deliver_domain("example.net") == 1
-    assert message_transition(message=stale, to=Disposition.QUEUED) is False
+        [fresh] = messages_claim(domain="example.net")  # another worker takes it over
+    # The first worker's outcome comes in while the second's attempt is going on.
+    assert messages_transition([Transition(stale, Disposition.QUEUED, claimed=True)]) == [False]
+    assert messages_transition([Transition(fresh, Disposition.SENT, claimed=True)]) == [True]
     assert Message.objects.get().disposition == Disposition.SENT
 
 
-def test_the_sweep_finds_a_message_whose_task_was_lost(mail_servers, sync_tasks):
+def test_a_claim_does_not_change_the_version_a_transition_checks(mail_servers):
+    """A writer that read the message before a worker claimed it moves it at the first try."""
+    from tracking.delivery.state import message_transition
+
     message = make_message()
-    assert tasks.sweep_due_messages() == 0  # a fresh message is left to its own task
-    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
-        assert tasks.sweep_due_messages() == 1
-    assert deliver(message).disposition == Disposition.SENT
+    messages_claim(domain="example.net")
+    assert message_transition(message=message, to=Disposition.NO_RULES, status_detail="x")
+    assert Message.objects.get().disposition == Disposition.NO_RULES
 
 
 def test_forwarded_mail_sends_its_source_bytes(mail_servers):
@@ -294,13 +408,30 @@ def test_forwarded_mail_sends_its_source_bytes(mail_servers):
     assert received.mail_from == verp_address(message)
 
 
-def test_sweep_is_declared_in_the_schedules(db):
-    from django.core.management import call_command
+def test_the_schedules_exist_after_migrate_with_no_manual_step(db):
+    """The test database was made by `migrate`, and nothing else made them."""
     from django_q.models import Schedule
 
-    call_command("setup_schedules")
-    schedule = Schedule.objects.get(name="iovox:delivery-sweep")
-    assert schedule.func == "tracking.tasks.sweep_due_messages" and schedule.minutes == 1
+    schedules = {s.name: (s.func, s.minutes) for s in Schedule.objects.all()}
+    assert schedules == {
+        "iovox:delivery-loop": ("tracking.tasks.delivery_loop", 1),
+        "iovox:routing-loop": ("conversations.tasks.routing_loop", 1),
+        "iovox:inbound-purge": ("conversations.tasks.inbound_purge", 60),
+    }
+
+
+def test_the_schedules_follow_the_code(db):
+    from django_q.models import Schedule
+
+    from tracking.schedules import schedules_sync
+
+    Schedule.objects.filter(name="iovox:delivery-loop").update(minutes=30, func="gone.task")
+    Schedule.objects.create(name="iovox:no-longer-declared", func="gone.task")
+    schedules_sync()
+    assert not Schedule.objects.filter(name="iovox:no-longer-declared").exists()
+    loop = Schedule.objects.get(name="iovox:delivery-loop")
+    assert (loop.func, loop.minutes) == ("tracking.tasks.delivery_loop", 1)
+    assert Schedule.objects.filter(name__startswith="iovox:").count() == 3
 
 
 def test_the_sent_mime_parses_back(mail_servers):
@@ -310,142 +441,10 @@ def test_the_sent_mime_parses_back(mail_servers):
     assert parsed["From"].addresses[0].display_name == "Zoë"
 
 
-def accept(alice_link, **fields) -> Message:
-    from tracking.services.messages import message_accept
-
-    body = dict(
-        sender_address="a@sender.example", sender_name="A", recipient_address="b@example.net",
-        recipient_name="B", subject="s", text_content="t", html_content="<p>h</p>",
-    )  # fmt: skip
-    body.update(fields)
-    return message_accept(account=alice_link.account, link=alice_link, **body)
-
-
-@pytest.fixture
-def alice_link(alice):
-    from tests.factories import LinkFactory
-
-    return LinkFactory(account=alice.account, node__account=alice.account)
-
-
-def test_a_burst_to_one_domain_queues_one_task_that_delivers_all(
-    alice_link, mail_servers, django_capture_on_commit_callbacks
-):
-    from django_q.models import OrmQ
-
-    from tracking.models import DeliveryWakeup
-
-    for i in range(3):
-        with django_capture_on_commit_callbacks(execute=True):
-            accept(alice_link, recipient_address=f"r{i}@example.net")
-    with django_capture_on_commit_callbacks(execute=True):
-        accept(alice_link, recipient_address="x@other.example")
-    assert OrmQ.objects.count() == 2  # one per domain
-    assert set(DeliveryWakeup.objects.values_list("domain", flat=True)) == {
-        "example.net",
-        "other.example",
-    }
-    assert tasks.deliver_domain("example.net") == 3
-    assert sorted(mail_servers.mx.recipients()) == [f"r{i}@example.net" for i in range(3)]
-    # The task started, so the next message queues a new one.
-    with django_capture_on_commit_callbacks(execute=True):
-        accept(alice_link, recipient_address="late@example.net")
-    assert OrmQ.objects.count() == 3
-
-
-def test_batched_wakeups_check_each_domain_once_per_batch(
-    alice_link, settings, monkeypatch, django_capture_on_commit_callbacks
-):
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-    from django_q.models import OrmQ
-
-    from tracking import buffering
-
-    settings.DELIVERY_WAKEUP_INTERVAL = 3600  # no batch falls due by time here
-    monkeypatch.setattr(tasks._wakeups, "_start", lambda: None)  # nor by the timer thread
-    monkeypatch.setattr(buffering._in_request, "active", True, raising=False)  # as in a request
-    tasks._wakeups.flush()
-    for i in range(5):
-        with django_capture_on_commit_callbacks(execute=True):
-            accept(
-                alice_link, recipient_address=f"r{i}@{'other.example' if i == 4 else 'example.net'}"
-            )
-    assert OrmQ.objects.count() == 0  # nothing yet: the domains wait in this process
-    with CaptureQueriesContext(connection) as queries:
-        assert tasks._wakeups.flush() == 2
-    checks = [q for q in queries if q["sql"].startswith('SELECT 1 FROM "tracking_deliverywakeup"')]
-    assert len(checks) == 2  # one per domain, not one per message
-    assert OrmQ.objects.count() == 2
-    assert tasks._wakeups.flush() == 0
-
-
-def test_outside_a_request_delivery_is_woken_at_once(
-    alice_link, settings, django_capture_on_commit_callbacks
-):
-    """The worker (routing inbound mail) has no response to wait for: no batching there."""
-    from django_q.models import OrmQ
-
-    settings.DELIVERY_WAKEUP_INTERVAL = 3600
-    with django_capture_on_commit_callbacks(execute=True):
-        accept(alice_link)
-    assert OrmQ.objects.count() == 1
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_batched_wakeup_goes_out_after_the_response_without_more_traffic(alice, settings):
-    """The web default: the timer thread wakes delivery within the interval."""
-    from django_q.models import OrmQ
-
-    from tests.factories import LinkFactory
-
-    settings.DELIVERY_WAKEUP_INTERVAL = 0.05
-    LinkFactory(account=alice.account, node__account=alice.account, link_id="l1")
-    body = {
-        "link_id": "l1", "sender_address": "a@iovox.example", "sender_name": "A",
-        "recipient_address": "b@example.net", "recipient_name": "B", "subject": "Hi",
-        "text_content": "Hi", "html_content": "<p>Hi</p>",
-    }  # fmt: skip
-    assert alice.client.post("/rest/v1/email", body, format="json").status_code == 201
-    for _ in range(100):  # bounded: up to 5 s
-        if OrmQ.objects.exists():
-            break
-        time.sleep(0.05)
-    assert OrmQ.objects.count() == 1
-
-
-def test_a_lost_wakeup_is_renewed_after_a_while(
-    alice_link, mail_servers, django_capture_on_commit_callbacks
-):
-    from django_q.models import OrmQ
-
-    with django_capture_on_commit_callbacks(execute=True):
-        accept(alice_link)
-    OrmQ.objects.all().delete()  # the task is lost
-    with django_capture_on_commit_callbacks(execute=True):
-        accept(alice_link)
-    assert OrmQ.objects.count() == 0  # still believed queued
-    with time_machine.travel(timezone.now() + timedelta(minutes=6)):
-        with django_capture_on_commit_callbacks(execute=True):
-            accept(alice_link)
-    assert OrmQ.objects.count() == 1
-
-
-def test_a_backlog_fans_out_to_parallel_tasks(alice_link, mail_servers, settings, sync_tasks):
-    settings.DELIVERY_BATCH_SIZE = 2
-    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "workers": 3}
-    for i in range(7):
-        make_message(recipient_address=f"r{i}@example.net")
-    tasks.deliver_domain("example.net")
-    assert Message.objects.filter(disposition=Disposition.SENT).count() == 7
-    # The helpers' batches went over connections of their own.
-    assert len({r.connection for r in mail_servers.mx.received}) >= 2
-
-
 def test_a_message_that_cannot_be_built_is_undeliverable_and_the_batch_goes_on(mail_servers):
     broken = make_message(recipient_address="a@example.net", headers={"X-Count": 5})
     fine = make_message(recipient_address="b@example.net")
-    tasks.deliver_domain("example.net")
+    deliver_due()
     broken.refresh_from_db()
     fine.refresh_from_db()
     assert fine.disposition == Disposition.SENT
@@ -476,7 +475,6 @@ def pipelined_writes(mail_servers, monkeypatch) -> list[bytes]:
 
 def test_with_pipelining_mail_rcpt_and_data_go_out_in_one_write(mail_servers, pipelined_writes):
     messages = [make_message(recipient_address=f"r{i}@example.net") for i in range(3)]
-    assert tasks.deliver_message(messages[0].pk) == 3
     assert [deliver(m).disposition for m in messages] == ["sent"] * 3
     together = [w for w in pipelined_writes if w.startswith(b"MAIL FROM:")]
     assert len(together) == 3
@@ -491,7 +489,6 @@ def test_with_pipelining_a_refused_recipient_ends_its_message_alone(mail_servers
     mail_servers.mx.reply_to_rcpt["r1@example.net"] = "550 5.1.1 No such user"
     mail_servers.mx.reply_to_rcpt["r2@example.net"] = "450 4.2.0 Mailbox busy"
     messages = [make_message(recipient_address=f"r{i}@example.net") for i in range(4)]
-    tasks.deliver_message(messages[0].pk)
     messages = [deliver(m) for m in messages]
     assert [m.disposition for m in messages] == ["sent", "undeliverable", "queued", "sent"]
     assert messages[1].last_smtp_response == "550 5.1.1 No such user"

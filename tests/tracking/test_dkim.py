@@ -13,7 +13,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from tests.factories import LinkFactory
-from tracking import tasks
+from tests.worker import deliver_due
 from tracking.delivery.dkim import dkim_key_add, dkim_key_generate
 from tracking.models import Disposition, DkimKey, Message
 
@@ -52,7 +52,7 @@ def signature_tags(data: bytes) -> dict[str, str]:
 
 
 @pytest.fixture
-def send(alice, mail_servers, sync_tasks, django_capture_on_commit_callbacks):
+def send(alice, mail_servers):
     """Send one message through the API and the worker; the bytes the MX received."""
     LinkFactory(account=alice.account, node__account=alice.account, link_id="l1")
 
@@ -64,9 +64,9 @@ def send(alice, mail_servers, sync_tasks, django_capture_on_commit_callbacks):
             "html_content": '<p>HTML with <a href="https://shop.example/">a link</a></p>',
         }  # fmt: skip
         before = len(mail_servers.mx.received)
-        with django_capture_on_commit_callbacks(execute=True):
-            response = alice.client.post("/rest/v1/email", body, format="json")
+        response = alice.client.post("/rest/v1/email", body, format="json")
         assert response.status_code == 201, response.json()
+        deliver_due()
         message = Message.objects.get(message_id=response.json()["message_id"])
         assert message.disposition == Disposition.SENT
         assert len(mail_servers.mx.received) == before + 1
@@ -211,7 +211,7 @@ def test_admin_adds_a_key_shows_its_record_and_refuses_a_bad_one(admin_client):
 
 
 def test_forwarded_alias_mail_keeps_its_authors_signature_and_gets_ours(
-    alice, mail_servers, settings, sync_tasks
+    alice, mail_servers, settings
 ):
     """Our signature goes on top of the bytes as they leave; the author's stays untouched."""
     from tracking.services.messages import message_accept
@@ -231,13 +231,13 @@ def test_forwarded_alias_mail_keeps_its_authors_signature_and_gets_ours(
     ours = dkim_key_add(domain=settings.BOUNCE_DOMAIN)
     publish(mail_servers.dns, ours)
     link = LinkFactory(account=alice.account, node__account=alice.account)
-    message = message_accept(
+    message_accept(
         account=alice.account, link=link, sender_address="me@author.example",
         sender_name="Author", recipient_address="dest@example.net", recipient_name="Dest",
         subject="Hi", text_content="Plain words, no HTML.", html_content="",
         direction="alias", source_mime=signed_by_author,
     )  # fmt: skip
-    tasks.deliver_message(message.pk)
+    deliver_due()
     data = mail_servers.mx.received[-1].data
     assert data.count(b"DKIM-Signature:") == 2
     assert signature_tags(data)["d"] == settings.BOUNCE_DOMAIN  # the first, ours

@@ -8,6 +8,7 @@ from email.policy import default as default_policy
 import pytest
 
 from tests.factories import LinkFactory, MessageFactory
+from tests.worker import deliver_due
 from tracking.models import Attachment, DeliveryAttempt, Disposition, Message, TrackingEvent
 
 pytestmark = pytest.mark.django_db
@@ -68,7 +69,7 @@ def test_spec_example_is_accepted_stored_received_and_queued_for_delivery(
         ("inline", "", "bobpart0001"),
     ]
     assert bytes(attachments[0].content) == b"This is an attachment"
-    assert len(callbacks) == 1  # the delivery task, enqueued only on commit
+    assert callbacks == []  # nothing to enqueue: the worker's delivery loop finds the message
 
 
 def test_every_missing_field_is_listed_at_once(alice):
@@ -272,15 +273,13 @@ def test_detail_route_leaves_other_email_paths_alone(alice):
     assert alice.client.get("/rest/v1/email/not-a-uuid").json() == {"errors": ["not found"]}
 
 
-def test_sent_message_is_parsed_back_with_its_attachments(
-    alice, link, mail_servers, sync_tasks, django_capture_on_commit_callbacks
-):
+def test_sent_message_is_parsed_back_with_its_attachments(alice, link, mail_servers):
     attachments = [
         {"filename": "bob.txt", "disposition": "attachment", "type": "text/plain",
          "body": "VGhpcyBpcyBhbiBhdHRhY2htZW50"},
     ]  # fmt: skip
-    with django_capture_on_commit_callbacks(execute=True):
-        response = post(alice, payload(attachments=attachments))
+    response = post(alice, payload(attachments=attachments))
+    deliver_due()
     message = Message.objects.get()
     assert message.disposition == Disposition.SENT
     [received] = mail_servers.mx.received
@@ -295,29 +294,14 @@ def test_sent_message_is_parsed_back_with_its_attachments(
     assert Attachment.objects.count() == 1
 
 
-def test_a_broker_outage_at_commit_still_accepts_and_the_sweep_delivers(
-    alice, link, mail_servers, sync_tasks, monkeypatch, django_capture_on_commit_callbacks
-):
-    from datetime import timedelta
+def test_a_send_enqueues_no_task_and_the_delivery_loop_finds_it(alice, link, mail_servers):
+    from django_q.models import OrmQ
 
-    import time_machine
-    from django.utils import timezone
-
-    from tracking import tasks
-    from tracking.services import messages
-
-    def broker_down(domain):
-        raise ConnectionError("broker unreachable")
-
-    monkeypatch.setattr(messages, "wake_delivery_soon", broker_down)
-    with django_capture_on_commit_callbacks(execute=True):
-        response = post(alice, payload())
+    response = post(alice, payload())
     assert response.status_code == 201
+    assert not OrmQ.objects.exists()  # the broker is not on the send path
+    deliver_due()
     message = Message.objects.get(message_id=response.json()["message_id"])
-    assert message.disposition == Disposition.RECEIVED
-    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
-        assert tasks.sweep_due_messages() == 1
-    message.refresh_from_db()
     assert message.disposition == Disposition.SENT
 
 

@@ -22,7 +22,7 @@ from selectolax.lexbor import LexborHTMLParser
 
 from tests.factories import LinkFactory, MessageFactory
 from tests.mailservers import free_port
-from tests.tracking.test_worker_end_to_end import ROOT, database_url
+from tests.worker import ROOT, database_url, deliver_due
 from tracking.engagement import tokens
 from tracking.models import Message, ReadDisposition, TrackingEvent
 
@@ -45,20 +45,21 @@ def tracking_base(settings):
     settings.TRACKING_BASE_URL = "http://testserver"
 
 
-def send(alice, django_capture_on_commit_callbacks) -> Message:
+def send(alice) -> Message:
+    """Send through the API; the worker's delivery loop takes its turns (tests/worker.py)."""
     LinkFactory(account=alice.account, node__account=alice.account, link_id="1234")
-    with django_capture_on_commit_callbacks(execute=True):
-        response = alice.client.post(
-            "/rest/v1/email",
-            {
-                "link_id": 1234, "sender_address": "bob.bob@iovox.com", "sender_name": "Bob Bob",
-                "recipient_address": "bob@example.net", "recipient_name": "Billy Bob",
-                "subject": "Spring", "text_content": "See https://shop.example/spring",
-                "html_content": HTML,
-            },
-            format="json",
-        )  # fmt: skip
+    response = alice.client.post(
+        "/rest/v1/email",
+        {
+            "link_id": 1234, "sender_address": "bob.bob@iovox.com", "sender_name": "Bob Bob",
+            "recipient_address": "bob@example.net", "recipient_name": "Billy Bob",
+            "subject": "Spring", "text_content": "See https://shop.example/spring",
+            "html_content": HTML,
+        },
+        format="json",
+    )  # fmt: skip
     assert response.status_code == 201, response.json()
+    deliver_due()
     return Message.objects.get(message_id=response.json()["message_id"])
 
 
@@ -70,9 +71,9 @@ def received_html(mail_servers) -> str:
 
 @pytest.mark.django_db
 def test_an_email_sent_through_the_api_is_read_when_its_pixel_or_a_link_is_fetched(
-    alice, mail_servers, sync_tasks, django_capture_on_commit_callbacks
+    alice, mail_servers
 ):
-    message = send(alice, django_capture_on_commit_callbacks)
+    message = send(alice)
     assert message.disposition == "sent" and message.read_disposition == ReadDisposition.UNREAD
     html = received_html(mail_servers)
     assert html.startswith("<!DOCTYPE html>") and "<!--[if mso]>" in html
@@ -108,10 +109,8 @@ def test_an_email_sent_through_the_api_is_read_when_its_pixel_or_a_link_is_fetch
 
 
 @pytest.mark.django_db
-def test_a_gateway_that_clicks_as_the_message_arrives_shows_as_a_link_scanner(
-    alice, mail_servers, sync_tasks, django_capture_on_commit_callbacks
-):
-    message = send(alice, django_capture_on_commit_callbacks)
+def test_a_gateway_that_clicks_as_the_message_arrives_shows_as_a_link_scanner(alice, mail_servers):
+    message = send(alice)
     link = LexborHTMLParser(received_html(mail_servers)).css_first("a").attributes["href"]
     Client(HTTP_USER_AGENT=READER).get(link.removeprefix("http://testserver"))
     detail = alice.client.get(f"/rest/v1/email/{message.message_id}").json()
@@ -122,11 +121,9 @@ def test_a_gateway_that_clicks_as_the_message_arrives_shows_as_a_link_scanner(
 
 
 @pytest.mark.django_db
-def test_the_text_part_gets_click_urls_when_asked(
-    alice, mail_servers, sync_tasks, django_capture_on_commit_callbacks, settings
-):
+def test_the_text_part_gets_click_urls_when_asked(alice, mail_servers, settings):
     settings.TRACKING_TEXT_LINKS = True
-    send(alice, django_capture_on_commit_callbacks)
+    send(alice)
     [received] = mail_servers.mx.received
     text = email.message_from_bytes(received.data, policy=default_policy).get_body(("plain",))
     assert text.get_content().startswith("See http://testserver/t/c/")
@@ -178,6 +175,40 @@ def test_gunicorn_answers_at_once_and_a_graceful_stop_writes_every_buffered_hit(
     ]
 
 
+FIRST_REQUEST = """
+import django
+django.setup()
+from django.test import Client
+assert Client().get({path!r}).status_code == 200  # this process's first request
+from tracking.engagement import recorder  # imported only now, as in a web process
+from tracking.models import TrackingEvent
+print(TrackingEvent.objects.count(), recorder.tracking_events_flush())
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_web_processs_first_hit_is_batched_like_the_others():
+    """The request signals are connected when the app starts, not when the module that
+    batches is first imported (during the first request, too late for it)."""
+    message = MessageFactory()
+    with override_settings(TRACKING_BASE_URL="http://testserver"):
+        path = tokens.open_url(message.message_id).removeprefix("http://testserver")
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "DJANGO_SETTINGS_MODULE": "iovox_email.settings",
+        "TRACKING_BASE_URL": "http://testserver",
+        "TRACKING_EVENT_FLUSH_INTERVAL": "60",
+        "LOG_LEVEL": "WARNING",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_REQUEST.format(path=path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["0", "1"]  # buffered, not written; then written by a flush
+
+
 def wait_for(url: str, server: subprocess.Popen, log) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -213,15 +244,13 @@ RELAYED = (
 
 @pytest.mark.django_db
 def test_relayed_mail_is_delivered_with_tracking_in_its_html_part(mail_servers):
-    from tracking import tasks
-
     message = MessageFactory(
         direction="relay",
         recipient_address="bob@example.net",
         recipient_domain="example.net",
         source_mime=RELAYED,
     )
-    tasks.deliver_message(message.pk)
+    deliver_due()
     message.refresh_from_db()
     assert message.disposition == "sent"
     [received] = mail_servers.mx.received

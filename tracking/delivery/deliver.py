@@ -1,25 +1,24 @@
-"""Delivering claimed messages to the MX of their recipient domain, and the sweep that finds
-messages whose task was lost or whose worker died.
+"""Delivering a claimed batch of messages to the MX of their recipient domain, and expiring
+queued messages at their deadline.
 
 Messages to one domain go as a batch over one SMTP connection per MX address (MAIL, RCPT, DATA
 per message), tried by MX preference. Each reply decides that message: 2xx `sent`, 5xx
 `undeliverable`; 4xx, timeouts and refused connections try the next MX and, if none accepts,
 leave it `queued` for a later attempt on EMAIL_RETRY_SCHEDULE, or `expired` after EMAIL_EXPIRY.
-Outcomes are written a few at a time as the replies come (see Outcomes), so a worker dying
-mid-batch loses at most those few results, and the sweep sends those messages again.
+Outcomes are written as the replies come, a few at a time (see Outcomes), so a worker dying
+mid-batch loses at most those few results, and those messages are sent again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
 from django.utils import timezone
 
-from tracking.delivery.claims import due_filter, messages_claim
 from tracking.delivery.durability import relax_commit_durability
 from tracking.delivery.mime import message_outgoing_bytes
 from tracking.delivery.mx import MxOutcome, host_addresses, mx_lookup
@@ -30,37 +29,39 @@ from tracking.models import DeliveryAttempt, Disposition, Message
 
 log = logging.getLogger(__name__)
 
-# The sweep leaves fresh `received` messages to the task enqueued when they were accepted.
-SWEEP_GRACE = timedelta(seconds=60)
-SWEEP_LIMIT = 5000
 
-
-def messages_deliver(*, message_pk: int | None = None, domain: str | None = None) -> int:
-    """Claim a batch of due messages to one domain (the domain of `message_pk`, that message
-    first) and attempt delivery. Returns how many messages were attempted; 0 when there was
-    nothing to do (already delivered, or held by another worker)."""
-    if domain is None:
-        # A message claimed by a batch already, or handled: nothing to do. (Its batch is
-        # running on another worker; this worker stays free for the next batch's task.)
-        domain = (
-            Message.objects.filter(due_filter(timezone.now()), pk=message_pk)
-            .values_list("recipient_domain", flat=True)
-            .first()
-        )
-        if domain is None:
-            return 0
-    messages = messages_claim(domain=domain, first_pk=message_pk)
-    if messages:
-        batch_deliver(domain=domain, messages=messages)
-    return len(messages)
-
-
-def batch_deliver(*, domain: str, messages: list[Message]) -> None:
+def batch_deliver(messages: list[Message]) -> None:
+    """Attempt delivery of claimed messages, all to one recipient domain, and write each
+    outcome."""
+    if not messages:
+        return
     outcomes = Outcomes()
     try:
-        _deliver_to_domain(domain, messages, outcomes)
+        _deliver_to_domain(messages[0].recipient_domain, messages, outcomes)
     finally:
         outcomes.flush()
+
+
+def messages_expire(*, limit: int = 500) -> int:
+    """Expire queued messages whose EMAIL_EXPIRY has passed; how many. At the deadline, even
+    when an attempt is in flight (its outcome is then not kept): a slow MX must not make a
+    message expire late. Retries are never set later than the deadline, so every message to
+    expire is among the queued ones due now."""
+    now = timezone.now()
+    overdue = Message.objects.filter(
+        disposition=Disposition.QUEUED,
+        next_attempt_at__lte=now,
+        receive_date__lte=now - timedelta(seconds=settings.EMAIL_EXPIRY),
+    ).only("pk", "disposition", "state_version", "claim_token", "last_smtp_response")
+    transitions = [
+        Transition(
+            message,
+            Disposition.EXPIRED,
+            {"status_detail": f"expired: {message.last_smtp_response}"[:2000]},
+        )
+        for message in overdue.order_by("next_attempt_at")[:limit]
+    ]
+    return sum(messages_transition(transitions))
 
 
 def _deliver_to_domain(domain: str, messages: list[Message], outcomes: Outcomes) -> None:
@@ -144,17 +145,23 @@ class Outcomes:
 
     Writing every outcome at once would cost a transaction per message; writing them all at
     the end of a batch would, if the worker died mid-batch, send the whole batch again once
-    its claim lapsed. FLUSH_EVERY bounds that repeat to a few messages.
+    its claim lapsed. FLUSH_EVERY outcomes or FLUSH_AFTER seconds bound that repeat to a few
+    messages of a fast MX, and to one of a slow one.
     """
 
     FLUSH_EVERY = 25
+    FLUSH_AFTER = 0.1
 
     def __init__(self) -> None:
         self.pending: list[tuple[Message, str, SmtpReply, dict]] = []
+        self.flushed = time.monotonic()
 
     def add(self, message: Message, to: str, reply: SmtpReply, **fields) -> None:
         self.pending.append((message, to, reply, fields))
-        if len(self.pending) >= self.FLUSH_EVERY:
+        if (
+            len(self.pending) >= self.FLUSH_EVERY
+            or time.monotonic() - self.flushed >= self.FLUSH_AFTER
+        ):
             self.flush()
 
     def temporary(self, message: Message, reply: SmtpReply) -> None:
@@ -168,16 +175,19 @@ class Outcomes:
             return
         schedule = settings.EMAIL_RETRY_SCHEDULE or [60]
         delay = schedule[min(max(message.attempt_count, 1) - 1, len(schedule) - 1)]
-        # The last retry is at the deadline, so expiry is exact rather than a delay late.
+        # Never later than the deadline, where the delivery loop expires it (messages_expire).
         next_attempt_at = max(min(now + timedelta(seconds=delay), deadline), now)
         self.add(message, Disposition.QUEUED, reply, next_attempt_at=next_attempt_at)
 
     def flush(self) -> None:
+        self.flushed = time.monotonic()
         if not self.pending:
             return
         pending, self.pending = self.pending, []
         transitions = [
-            Transition(message, to, {"last_smtp_response": str(reply)[:2000], **fields})
+            Transition(
+                message, to, {"last_smtp_response": str(reply)[:2000], **fields}, claimed=True
+            )
             for message, to, reply, fields in pending
         ]
         with transaction.atomic():
@@ -196,26 +206,6 @@ class Outcomes:
             )
         for (message, to, _, _), made in zip(pending, moved, strict=True):
             if not made:
+                # Expired at its deadline while the attempt was going on, or its claim lapsed
+                # and another worker took it over.
                 log.warning("message %s changed during delivery; %s not kept", message.pk, to)
-
-
-def domain_backlog(*, domain: str, limit: int = 1000) -> int:
-    """How many messages to `domain` are due now (counted up to `limit`)."""
-    due = Message.objects.filter(due_filter(timezone.now()), recipient_domain=domain)
-    return due.order_by()[:limit].count()
-
-
-def due_domains(*, now=None) -> dict[str, int]:
-    """Recipient domains with messages due for an attempt, and how many."""
-    now = now or timezone.now()
-    due = Message.objects.filter(due_filter(now)).exclude(
-        disposition=Disposition.RECEIVED, receive_date__gt=now - SWEEP_GRACE
-    )
-    pks = due.order_by("pk").values_list("pk", flat=True)[:SWEEP_LIMIT]
-    rows = (
-        Message.objects.filter(pk__in=list(pks))
-        .values("recipient_domain")
-        .annotate(count=Count("pk"))
-        .order_by()
-    )
-    return {row["recipient_domain"]: row["count"] for row in rows}

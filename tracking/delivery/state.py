@@ -1,9 +1,12 @@
 """The disposition state machine of DESIGN.md, owned by `message_transition` alone.
 
 Every change of `disposition` goes through it (and `messages_transition`, its batch form, which
-it calls). The UPDATE is conditional on the disposition and
-`state_version` the caller read, so a worker whose claim lapsed (and was taken over by another)
-cannot overwrite the newer outcome.
+it calls). The UPDATE is conditional on the disposition and `state_version` the caller read,
+so of two writers that read the same state only the first moves the message. A delivery
+outcome is conditional on its claim too (`Transition.claimed`): a worker whose claim lapsed,
+and was taken over by another, cannot overwrite the newer outcome. A claim itself changes
+neither, so a bounce or an expiry never has to read a message again because a worker
+claimed it meanwhile.
 """
 
 from __future__ import annotations
@@ -59,6 +62,16 @@ class Transition:
     message: Message
     to: str
     fields: dict[str, Any] = field(default_factory=dict)
+    # The outcome of a delivery attempt: made only while the claim that attempted it (the
+    # message's `claim_token`, as claimed) still holds the message.
+    claimed: bool = False
+
+    def matches(self, disposition: str, state_version: int, claim_token) -> bool:
+        """The row is still in the state this transition was decided on."""
+        message = self.message
+        return (disposition, state_version) == (message.disposition, message.state_version) and (
+            not self.claimed or claim_token == message.claim_token
+        )
 
 
 def message_transition(*, message: Message, to: str, **fields: Any) -> bool:
@@ -83,15 +96,16 @@ def messages_transition(transitions: Sequence[Transition]) -> list[bool]:
         return [_transition_one(transitions[0])]
     with transaction.atomic():
         current = {
-            pk: (disposition, version)
-            for pk, disposition, version in Message.objects.select_for_update()
+            pk: row
+            # Locked in primary key order, as every batch transition locks them: a worker's
+            # outcomes and the loop's expiries never wait for each other in a circle.
+            for pk, *row in Message.objects.select_for_update()
             .filter(pk__in=[t.message.pk for t in transitions])
-            .values_list("pk", "disposition", "state_version")
+            .order_by("pk")
+            .values_list("pk", "disposition", "state_version", "claim_token")
         }
         movable = [
-            t
-            for t in transitions
-            if current.get(t.message.pk) == (t.message.disposition, t.message.state_version)
+            t for t in transitions if t.message.pk in current and t.matches(*current[t.message.pk])
         ]
         if movable:
             Message.objects.filter(pk__in=[t.message.pk for t in movable]).update(
@@ -118,15 +132,19 @@ def _changes(transition: Transition) -> dict[str, Any]:
         "disposition": transition.to,
         "locked_until": None,
         "claim_token": None,
+        "next_attempt_at": None,  # only a move to `queued` sets the next one
         **transition.fields,
     }
 
 
 def _transition_one(transition: Transition) -> bool:
     message = transition.message
-    updated = Message.objects.filter(
+    row = Message.objects.filter(
         pk=message.pk, disposition=message.disposition, state_version=message.state_version
-    ).update(state_version=F("state_version") + 1, **_changes(transition))
+    )
+    if transition.claimed:
+        row = row.filter(claim_token=message.claim_token)
+    updated = row.update(state_version=F("state_version") + 1, **_changes(transition))
     if updated != 1:
         return False
     _apply(transition)

@@ -5,7 +5,6 @@ from tracking.models.directory import AliasDomain, Contact, Link, Node
 from tracking.models.messages import (
     Attachment,
     DeliveryAttempt,
-    DeliveryWakeup,
     Direction,
     Disposition,
     Message,
@@ -13,6 +12,7 @@ from tracking.models.messages import (
     TrackingEvent,
 )
 from tracking.models.signing import DkimKey
+from tracking.models.worker import WorkerLease
 
 __all__ = [
     "Account",
@@ -21,7 +21,6 @@ __all__ = [
     "Attachment",
     "Contact",
     "DeliveryAttempt",
-    "DeliveryWakeup",
     "DkimKey",
     "Direction",
     "Disposition",
@@ -31,4 +30,5 @@ __all__ = [
     "ReadDisposition",
     "TrackingEvent",
     "User",
+    "WorkerLease",
 ]

@@ -93,13 +93,16 @@ class Message(models.Model):
     )
     read_first_date = models.DateTimeField(null=True, blank=True)
 
-    # Delivery bookkeeping: the state machine claims a message by bumping state_version with a
-    # conditional UPDATE, so two workers never hand the same attempt to a remote server.
+    # Delivery bookkeeping (tracking/delivery/claims.py). A claim for an attempt sets
+    # claim_token and locked_until by conditional UPDATE, so two workers never hand the same
+    # attempt to a remote server; state_version counts disposition changes (state.py), which
+    # are conditional on it. None of these is indexed, so a claim is a HOT update.
     attempt_count = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When the next attempt is due (for the first, when the message was stored); none once the
+    # message waits for no attempt.
+    next_attempt_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
     locked_until = models.DateTimeField(null=True, blank=True)
     state_version = models.PositiveIntegerField(default=0)
-    # Names the worker's claim that holds the lock, so it reads back exactly what it claimed.
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
     last_smtp_response = models.TextField(blank=True)
     # Why a message ended as it did when no SMTP reply says it (rule error, bounce diagnostic).
@@ -141,8 +144,10 @@ class Message(models.Model):
                 fields=["account", "proxy_address", "receive_date"],
                 name="msg_account_proxy_received",
             ),
-            models.Index(fields=["recipient_domain", "disposition"], name="msg_domain_disp"),
-            # Due messages (delivery's claims and sweep): received, or queued and due.
+            # Delivery (tracking/delivery/claims.py): the recipient domains with waiting mail
+            # in turn, and a domain's oldest messages ...
+            models.Index(fields=["disposition", "recipient_domain", "id"], name="msg_disp_domain"),
+            # ... and messages by when they fall due: the latest, and expiry.
             models.Index(fields=["disposition", "next_attempt_at"], name="msg_disp_due"),
         ]
 
@@ -184,21 +189,6 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.attempted_at:%Y-%m-%d %H:%M:%S} {self.mx_host} {self.smtp_code}"
-
-
-class DeliveryWakeup(models.Model):
-    """A delivery task for this recipient domain is queued and has not started yet.
-
-    Accepting a message enqueues a delivery task only when no such row exists, so a burst of
-    messages to one domain costs one task, which then delivers them in batches, instead of one
-    broker round trip per message. The task deletes the row when it starts.
-    """
-
-    domain = models.CharField(max_length=253, unique=True)
-    created_at = models.DateTimeField(default=timezone.now)
-
-    def __str__(self) -> str:
-        return f"{self.domain} since {self.created_at:%H:%M:%S}"
 
 
 class TrackingEvent(models.Model):

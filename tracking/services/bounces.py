@@ -42,16 +42,12 @@ def bounce_process(*, raw: bytes, rcpt_to: str) -> Message | None:
         return message
     with transaction.atomic():
         TrackingEvent.objects.create(message=message, kind=TrackingEvent.Kind.BOUNCE)
-        for _ in range(3):  # a claim may bump state_version under us; read it again
-            if message.disposition != Disposition.SENT:
-                break
-            if message_transition(
+        if message.disposition == Disposition.SENT:
+            message_transition(
                 message=message,
                 to=Disposition.RECEIVED_BOUNCED,
                 status_detail=diagnostic[:DETAIL_LIMIT],
-            ):
-                break
-            message.refresh_from_db()
+            )
     return message
 
 

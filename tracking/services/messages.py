@@ -16,7 +16,6 @@ from django.db import transaction
 from tracking.delivery.state import InvalidTransition, message_transition
 from tracking.headers import header_values_check
 from tracking.models import Account, Attachment, Direction, Disposition, Link, Message
-from tracking.tasks import wake_delivery_soon
 
 # Values that end up in a header line of mail we build: a line break in any of them would let
 # the caller add headers (or a whole body) of their own (tracking/headers.py has the rule).
@@ -84,16 +83,16 @@ class MessageDraft:
 
 
 def message_accept(**draft: Any) -> Message:
-    """Store a message as `received` with its attachments, and queue its delivery once the
-    transaction commits (a lost task is made up for by the delivery sweep). Takes the fields
-    of MessageDraft as keyword arguments."""
+    """Store a message as `received` with its attachments, for the worker's delivery loop to
+    find once the transaction commits (tracking/worker.py). Takes the fields of MessageDraft
+    as keyword arguments."""
     return messages_accept([MessageDraft(**draft)])[0]
 
 
 def messages_accept(drafts: Sequence[MessageDraft]) -> list[Message]:
     """`message_accept` for several messages at once (a batch of routed inbound mail): one
-    INSERT for all of them and one delivery wake-up per recipient domain. Every draft is
-    checked before anything is written, so a bad one stores none."""
+    INSERT for all of them. Every draft is checked before anything is written, so a bad one
+    stores none."""
     messages = [_message_of(draft) for draft in drafts]
     attachments = [
         _attachment_of(message, attachment)
@@ -109,10 +108,6 @@ def messages_accept(drafts: Sequence[MessageDraft]) -> list[Message]:
             Message.objects.bulk_create(messages)
         if attachments:
             Attachment.objects.bulk_create(attachments)
-    for domain in dict.fromkeys(message.recipient_domain for message in messages):
-        # robust: the messages are committed by then; if queueing fails the sweep delivers
-        # them, and the caller must not see an error for a message that was accepted.
-        transaction.on_commit(lambda domain=domain: wake_delivery_soon(domain), robust=True)
     return messages
 
 
@@ -182,11 +177,7 @@ def message_refuse(*, message: Message, disposition: str, detail: str) -> Messag
     destination) or `rule_error` (the rule could not be applied), with the reason."""
     if disposition not in (Disposition.NO_RULES, Disposition.RULE_ERROR):
         raise ValueError(f"a refusal is no_rules or rule_error, not {disposition}")
-    # A claim by a delivery worker bumps state_version without moving the message; read it
-    # again once in that case. Inbound code refuses in the transaction that accepted, so no
-    # worker can have seen the message yet.
-    for _ in range(2):
-        if message_transition(message=message, to=disposition, status_detail=detail):
-            return message
-        message.refresh_from_db()
-    raise InvalidTransition(f"message {message.message_id} changed while being refused")
+    # Inbound code refuses in the transaction that accepted, so no worker has seen it yet.
+    if not message_transition(message=message, to=disposition, status_detail=detail):
+        raise InvalidTransition(f"message {message.message_id} changed while being refused")
+    return message

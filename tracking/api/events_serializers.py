@@ -113,12 +113,9 @@ class SuppressionSerializer(serializers.Serializer):
 
 
 class SuppressionListSerializer(serializers.ListSerializer):
-    def validate(self, attrs):
-        if not attrs:
-            raise serializers.ValidationError("cannot be an empty list", code="empty")
-        return attrs
-
     def to_internal_value(self, data):
+        if isinstance(data, list) and not data:
+            raise serializers.ValidationError({"suppressions": "cannot be empty"})
         if isinstance(data, list) and len(data) > MAX_PER_REQUEST:
             raise serializers.ValidationError(
                 {"suppressions": f"are at most {MAX_PER_REQUEST} in one request, not {len(data)}"}

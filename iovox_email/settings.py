@@ -311,5 +311,7 @@ LOGGING = {
         # dkimpy logs every signature that does not hold at ERROR: on inbound mail that is
         # routine (forged or altered mail), and the verdict is recorded on the message.
         "dkimpy": {"level": "CRITICAL"},
+        # Names every detector it runs, for every bounce.
+        "flufl.bounce": {"level": "WARNING"},
     },
 }

@@ -12,7 +12,17 @@ from collections.abc import Iterable, Sequence
 
 from django.db import transaction
 
-from tracking.models import Account, Message, Suppression, SuppressionReason
+from tracking.bounces import Bounce
+from tracking.delivery.state import Transition, messages_transition
+from tracking.models import (
+    Account,
+    BounceType,
+    Disposition,
+    EventType,
+    Message,
+    Suppression,
+    SuppressionReason,
+)
 
 MAX_PER_REQUEST = 1000
 
@@ -93,3 +103,44 @@ def suppression_detail(suppression: Suppression) -> str:
     return f"suppressed: {suppression.email_address} is on the suppression list ({why}" + (
         f", {code})" if code else ")"
     )
+
+
+def suppressed_refuse(messages: list[Message]) -> list[Message]:
+    """End the claimed messages whose recipient is suppressed (`undeliverable`, never
+    attempted, their event `email.suppressed`); return the others, to be attempted."""
+    found = suppressions_for(messages)
+    if not found:
+        return messages
+    messages_transition(
+        [
+            Transition(
+                message,
+                Disposition.UNDELIVERABLE,
+                {"status_detail": suppression_detail(found[message.pk])},
+                event={"suppression_reason": found[message.pk].reason},
+                event_type=EventType.SUPPRESSED,
+            )
+            for message in messages
+            if message.pk in found
+        ]
+    )
+    return [message for message in messages if message.pk not in found]
+
+
+def suppressions_from_replies(failures: Iterable[tuple[Message, object, Bounce]]) -> int:
+    """Suppress the recipients of permanent (5xx) hard bounces; how many were added."""
+    added = 0
+    for message, reply, bounce in failures:
+        if bounce.bounce_type != BounceType.HARD or not reply.permanent:
+            continue
+        _, created = suppression_add(
+            account=message.account_id,
+            email_address=message.recipient_address,
+            reason=SuppressionReason.HARD_BOUNCE,
+            smtp_code=reply.code,
+            enhanced_code=bounce.enhanced_code,
+            smtp_text=reply.text,
+            message=message,
+        )
+        added += created
+    return added

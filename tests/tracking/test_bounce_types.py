@@ -3,11 +3,11 @@ read into their codes and `bounce_type`; hard ones suppress the address, soft ne
 
 from __future__ import annotations
 
+from email import message_from_bytes
+from email.policy import compat32
 from pathlib import Path
 
 import pytest
-from email import message_from_bytes
-from email.policy import compat32
 
 from tests.factories import MessageFactory
 from tracking.bounces import bounce_classify

@@ -48,17 +48,24 @@ subscriptions: ProcessCache[frozenset[str]] = ProcessCache(
 
 def account_event_types(account_id: int) -> frozenset[str]:
     """The event types some enabled endpoint of the account wants (cached, see above)."""
-    types = subscriptions.get(account_id)
-    if types is None:
-        lists = WebhookEndpoint.objects.filter(account_id=account_id, enabled=True).values_list(
-            "events", flat=True
+    return accounts_event_types([account_id])[account_id]
+
+
+def accounts_event_types(account_ids: Iterable[int]) -> dict[int, frozenset[str]]:
+    """`account_event_types` for several accounts, with one query for those not cached."""
+    found = {a: subscriptions.get(a) for a in set(account_ids)}
+    missing = [a for a, types in found.items() if types is None]
+    if missing:
+        wanted: dict[int, set[str]] = {a: set() for a in missing}
+        rows = WebhookEndpoint.objects.filter(account_id__in=missing, enabled=True).values_list(
+            "account_id", "events"
         )
-        wanted: set[str] = set()
-        for events in lists:
-            wanted |= set(events) if events else ALL_TYPES
-        types = frozenset(wanted)
-        subscriptions.put(account_id, types)
-    return types
+        for account_id, events in rows:
+            wanted[account_id] |= set(events) if events else ALL_TYPES
+        for account_id, types in wanted.items():
+            found[account_id] = frozenset(types)
+            subscriptions.put(account_id, found[account_id])
+    return found
 
 
 def event_wanted(account_id: int, event_type: str) -> bool:
@@ -75,7 +82,9 @@ def events_emit(drafts: Iterable[EventDraft]) -> int:
     as `GET /rest/v1/email/{message_id}` shows it (read here, so inside the caller's
     transaction it is the message as changed). Call it inside the transaction of the change.
     Returns how many events were written."""
-    wanted = [d for d in drafts if event_wanted(d.account_id, d.type)]
+    drafts = list(drafts)
+    types = accounts_event_types(d.account_id for d in drafts)
+    wanted = [d for d in drafts if d.type in types[d.account_id]]
     if not wanted:
         return 0
     rows = message_rows([d.message_pk for d in wanted if d.message_pk is not None])

@@ -187,10 +187,13 @@ class Outcomes:
         if not self.pending:
             return
         pending, self.pending = self.pending, []
+        # A domain without mail (noMxRecord) is a hard failure of the address.
         bounces = [
             None
             if to == Disposition.SENT
-            else bounce_classify(smtp_code=reply.code, text=reply.text)
+            else bounce_classify(
+                smtp_code=reply.code, text=reply.text, permanent=to == Disposition.NO_MX_RECORD
+            )
             for _, to, reply, _ in pending
         ]
         transitions = [

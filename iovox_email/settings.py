@@ -198,6 +198,8 @@ WEBHOOK_CONNECTIONS = env.int("WEBHOOK_CONNECTIONS", default=8)
 WEBHOOK_ENDPOINT_CONCURRENCY = env.int("WEBHOOK_ENDPOINT_CONCURRENCY", default=2)
 # Deliveries to one endpoint claimed at once and posted one after another over one connection.
 WEBHOOK_BATCH_SIZE = env.int("WEBHOOK_BATCH_SIZE", default=50)
+# Days events and their deliveries are kept once every delivery of them has finished.
+WEBHOOK_RETENTION_DAYS = env.int("WEBHOOK_RETENTION_DAYS", default=30)
 # Seconds a process remembers whether an account has an enabled endpoint for an event type
 # (0: asks every time): an endpoint added or enabled misses at most this much of the events
 # made in other processes.

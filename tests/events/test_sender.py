@@ -196,3 +196,19 @@ def test_endpoints_of_other_accounts_never_see_an_event(alice, bob, receiver):
     webhooks_send_due()
     assert receiver.posts == []
     assert WebhookEndpoint.objects.count() == 2
+
+
+def test_old_finished_events_are_purged_and_pending_ones_kept(alice, receiver, flaky_receiver):
+    from tracking.webhooks.sender import events_purge
+
+    webhook_create(account=alice.account, url=receiver.url)
+    message = MessageFactory(account=alice.account, link__node__account=alice.account)
+    emit(message)
+    webhooks_send_due()
+    webhook_create(account=alice.account, url=flaky_receiver.url, events=["email.queued"])
+    emit(message, "email.queued")
+    webhooks_send_due()  # the flaky one answers 500: pending
+    with time_machine.travel(timezone.now() + timedelta(days=31)):
+        assert events_purge() == 1
+    assert list(Event.objects.values_list("type", flat=True)) == ["email.queued"]
+    assert WebhookDelivery.objects.filter(status="pending").count() == 1

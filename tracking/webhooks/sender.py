@@ -341,6 +341,27 @@ def endpoint_failed(endpoint: WebhookEndpoint, *, now) -> None:
         log.warning("webhook %s disabled after failing since %s", endpoint.pk, since)
 
 
+def events_purge(*, days: int | None = None, limit: int = 10_000) -> int:
+    """Delete events older than WEBHOOK_RETENTION_DAYS whose deliveries are all finished
+    (delivered or failed), with those deliveries; up to `limit` events. How many."""
+    days = settings.WEBHOOK_RETENTION_DAYS if days is None else days
+    before = timezone.now() - timedelta(days=days)
+    pending = WebhookDelivery.objects.filter(status=WebhookDeliveryStatus.PENDING)
+    old = (
+        Event.objects.filter(created_at__lt=before, dispatched=True)
+        .exclude(pk__in=pending.values("event_id"))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    pks = list(old)
+    if not pks:
+        return 0
+    with transaction.atomic():
+        WebhookDelivery.objects.filter(event_id__in=pks).delete()
+        Event.objects.filter(pk__in=pks).delete()
+    return len(pks)
+
+
 # --- The loop -------------------------------------------------------------------------------
 
 

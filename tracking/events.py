@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 
 from tracking.caching import ProcessCache
 from tracking.models import Event, EventType, Message, WebhookEndpoint
@@ -95,8 +94,7 @@ def events_emit(drafts: Iterable[EventDraft]) -> int:
             continue  # the message is gone (deleted in the same transaction)
         data.update({k: v for k, v in draft.extra.items() if v not in (None, "")})
         events.append(Event(account_id=draft.account_id, type=draft.type, data=data))
-    with transaction.atomic():
-        Event.objects.bulk_create(events)
+    Event.objects.bulk_create(events)
     return len(events)
 
 

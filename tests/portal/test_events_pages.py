@@ -159,3 +159,24 @@ def test_the_pages_cost_a_few_queries(alice_portal, alice, receiver, django_asse
         assert alice_portal.get("/suppressions/").status_code == 200
     with django_assert_max_num_queries(5):
         assert alice_portal.get("/webhooks/").status_code == 200
+
+
+def test_the_timeline_shows_each_failure_with_its_codes_and_type(alice_portal, alice):
+    from tracking.models import DeliveryAttempt
+
+    message = MessageFactory(
+        account=alice.account, link__node__account=alice.account, disposition="received_bounced"
+    )
+    DeliveryAttempt.objects.create(
+        message=message, mx_host="mx.example.net", smtp_code=451, smtp_text="4.7.1 Try later",
+        enhanced_code="4.7.1", bounce_type="soft", outcome="queued",
+    )  # fmt: skip
+    DeliveryAttempt.objects.create(
+        message=message, mx_host="googlemail.com", smtp_code=550, smtp_text="5.1.1 No such user",
+        enhanced_code="5.1.1", bounce_type="hard", outcome="received_bounced",
+    )  # fmt: skip
+    page = alice_portal.get(f"/messages/{message.message_id}").content.decode()
+    assert "Delivery attempt to mx.example.net" in page
+    assert "Soft: temporary, or the mailbox is full 4.7.1" in page
+    assert "Bounce report from googlemail.com" in page
+    assert "Hard: the address does not exist 5.1.1" in page

@@ -41,6 +41,7 @@ from requests_hardened import Config, HTTPSession
 
 from tracking.events import event_payload
 from tracking.models import (
+    TEST_EVENT_TYPE,
     Account,
     Event,
     WebhookDelivery,
@@ -87,21 +88,15 @@ def events_dispatch(*, limit: int = DISPATCH_LIMIT) -> int:
     return len(events)
 
 
-def _due(now) -> Q:
-    return Q(
-        status=WebhookDeliveryStatus.PENDING,
-        next_attempt_at__lte=now,
-        endpoint__enabled=True,
-    ) & (Q(locked_until__isnull=True) | Q(locked_until__lte=now))
+def _waiting(now) -> Q:
+    """Pending deliveries due now and not held by a live claim."""
+    return Q(status=WebhookDeliveryStatus.PENDING, next_attempt_at__lte=now) & (
+        Q(locked_until__isnull=True) | Q(locked_until__lte=now)
+    )
 
 
-def _due_test(now) -> Q:
-    # A test event goes to a disabled endpoint as well.
-    return Q(
-        status=WebhookDeliveryStatus.PENDING,
-        next_attempt_at__lte=now,
-        event__type="webhook.test",
-    ) & (Q(locked_until__isnull=True) | Q(locked_until__lte=now))
+# A disabled endpoint gets its test events only.
+_SENDABLE = Q(endpoint__enabled=True) | Q(event__type=TEST_EVENT_TYPE)
 
 
 def next_due_endpoint(
@@ -110,7 +105,7 @@ def next_due_endpoint(
     """The first endpoint after `after` (wrapping round) with deliveries due, not in `busy`."""
     now = timezone.now()
     due = (
-        WebhookDelivery.objects.filter(_due(now) | _due_test(now))
+        WebhookDelivery.objects.filter(_waiting(now), _SENDABLE)
         .exclude(endpoint_id__in=busy)
         .order_by("endpoint_id")
         .values_list("endpoint_id", flat=True)
@@ -124,15 +119,21 @@ def lock_seconds() -> float:
 
 
 def deliveries_claim(*, endpoint_id: int, limit: int | None = None) -> list[WebhookDelivery]:
-    """Claim up to `limit` due deliveries to one endpoint, oldest event first."""
+    """Claim up to `limit` due deliveries to one endpoint, the longest due first (first
+    attempts in the order their events were made)."""
     now = timezone.now()
     token = uuid.uuid4()
     limit = limit or settings.WEBHOOK_BATCH_SIZE
+    enabled = WebhookEndpoint.objects.filter(pk=endpoint_id).values_list("enabled", flat=True)
     with transaction.atomic():
-        due = WebhookDelivery.objects.filter(_due(now) | _due_test(now), endpoint_id=endpoint_id)
+        due = WebhookDelivery.objects.filter(_waiting(now), endpoint_id=endpoint_id)
+        if not enabled.first():
+            due = due.filter(event__type=TEST_EVENT_TYPE)
+        # In the order of the index (endpoint, next_attempt_at), so a backlog is not sorted
+        # whole for every batch.
         pks = list(
             due.select_for_update(skip_locked=True, of=("self",))
-            .order_by("created_at", "pk")
+            .order_by("next_attempt_at", "pk")
             .values_list("pk", flat=True)[:limit]
         )
         if not pks:

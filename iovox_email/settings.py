@@ -241,7 +241,7 @@ Q_CLUSTER = {
     "name": "iovox",
     # The resident loops take one worker process each (tracking/worker.py): DELIVERY_LOOPS
     # and routing's one; the rest run the other tasks.
-    "workers": env.int("Q_WORKERS", default=5),
+    "workers": env.int("Q_WORKERS", default=6),
     # A task that runs longer than `timeout` is killed; `retry` must be longer so the broker
     # does not hand a still-running task to a second worker.
     "timeout": 300,

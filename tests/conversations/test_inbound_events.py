@@ -10,6 +10,7 @@ import pytest
 
 from tests.conversations.conftest import eml
 from tests.factories import ContactFactory, LinkFactory, MessageFactory, NodeFactory
+from tests.worker import work
 from tracking.delivery.verp import verp_address
 from tracking.models import Direction, Disposition, Suppression
 from tracking.webhooks.sender import webhooks_send_due
@@ -38,13 +39,14 @@ def link(transactional_db):
 
 
 @pytest.fixture
-def live(inbound_server, mail_servers, sync_tasks):
+def live(inbound_server, mail_servers):
     return inbound_server
 
 
 def test_a_lead_writing_to_an_alias_is_email_received(live, link, receiver):
     endpoint = webhook_create(account=link.account, url=receiver.url, events=["email.received"])
     live.send(eml("gmail_reply.eml", sender=LEAD, to=ALIAS), mail_from=LEAD, to=ALIAS)
+    work()
     webhooks_send_due()
     (received,) = receiver.verified(endpoint.secret)
     assert received["type"] == "email.received"
@@ -70,6 +72,7 @@ def test_a_hard_dsn_through_smtpd_bounces_and_suppresses(live, link, receiver):
         "{{RECIPIENT}}", "gone@example.net"
     )
     live.send(raw.replace("\n", "\r\n").encode(), mail_from="", to=verp_address(message))
+    work()
     message.refresh_from_db()
     assert message.disposition == Disposition.RECEIVED_BOUNCED
     suppression = Suppression.objects.get(account=link.account)
@@ -98,6 +101,7 @@ def test_a_soft_dsn_never_suppresses(live, link):
         "{{RECIPIENT}}", "full@example.net"
     )
     live.send(raw.replace("\n", "\r\n").encode(), mail_from="", to=verp_address(message))
+    work()
     message.refresh_from_db()
     assert message.disposition == Disposition.RECEIVED_BOUNCED
     assert message.attempts.get().bounce_type == "soft"

@@ -117,6 +117,7 @@ def suppressed_refuse(messages: list[Message]) -> list[Message]:
                 message,
                 Disposition.UNDELIVERABLE,
                 {"status_detail": suppression_detail(found[message.pk])},
+                claimed=True,
                 event={"suppression_reason": found[message.pk].reason},
                 event_type=EventType.SUPPRESSED,
             )

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tracking', '0008_bytes_field_bulk_insert'),
+        ('tracking', '0009_worker_lease_and_due_times'),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1
 DEV_STAMP := $(VENV)/.installed-dev-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 WEB_PORT ?= 8000
 
-.PHONY: run test lint format venv dev migrate demo bench-send bench-tracking bench-search bench-inbound bench-portal bench-small clean
+.PHONY: run test lint format venv dev migrate demo bench-send bench-tracking bench-search bench-inbound bench-portal bench-webhooks bench-small clean
 
 # Runtime packages only (requirements.txt): what `make run` needs.
 $(STAMP): requirements.txt
@@ -74,12 +74,16 @@ bench-inbound: dev
 bench-portal: dev
 	$(PY) bench/portal.py
 
+bench-webhooks: dev
+	$(PY) bench/webhooks.py
+
 # Every benchmark in its small mode (a few seconds each), so a benchmark that breaks fails CI.
 bench-small: dev
 	BENCH_SMALL=1 $(PY) bench/send.py
 	BENCH_SMALL=1 $(PY) bench/search.py
 	BENCH_SMALL=1 $(PY) bench/tracking.py
 	BENCH_SMALL=1 $(PY) bench/portal.py
+	BENCH_SMALL=1 $(PY) bench/webhooks.py
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3* .pytest_cache

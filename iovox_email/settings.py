@@ -174,6 +174,37 @@ INBOUND_RETRY_SCHEDULE = [
 ]
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_SIZE
 
+# --- Webhooks (tracking/webhooks, docs/webhooks.md) -----------------------------------------
+# Seconds between a failed delivery and its next attempt; after the last, the delivery fails.
+WEBHOOK_RETRY_SCHEDULE = [
+    int(s)
+    for s in env.list(
+        "WEBHOOK_RETRY_SCHEDULE", default=["5", "300", "1800", "7200", "18000", "36000", "36000"]
+    )
+]
+# An endpoint that has failed for this long (seconds, no success since) is disabled.
+WEBHOOK_DISABLE_AFTER = env.int("WEBHOOK_DISABLE_AFTER", default=5 * 24 * 3600)
+# Allow URLs on loopback, private and link-local addresses (tests, development only).
+WEBHOOK_ALLOW_PRIVATE = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
+# Our own public networks (CIDR, comma-separated): no webhook may point into them. The
+# addresses of TRACKING_BASE_URL's host are refused as well.
+WEBHOOK_DENIED_NETWORKS = [
+    ipaddress.ip_network(n, strict=False) for n in env.list("WEBHOOK_DENIED_NETWORKS", default=[])
+]
+# Seconds one POST to an endpoint may take.
+WEBHOOK_TIMEOUT = env.float("WEBHOOK_TIMEOUT", default=10.0)
+# Posts in flight at once in the worker, and at most this many to one endpoint.
+WEBHOOK_CONNECTIONS = env.int("WEBHOOK_CONNECTIONS", default=8)
+WEBHOOK_ENDPOINT_CONCURRENCY = env.int("WEBHOOK_ENDPOINT_CONCURRENCY", default=2)
+# Deliveries to one endpoint claimed at once and posted one after another over one connection.
+WEBHOOK_BATCH_SIZE = env.int("WEBHOOK_BATCH_SIZE", default=50)
+# Days events and their deliveries are kept once every delivery of them has finished.
+WEBHOOK_RETENTION_DAYS = env.int("WEBHOOK_RETENTION_DAYS", default=30)
+# Seconds a process remembers whether an account has an enabled endpoint for an event type
+# (0: asks every time): an endpoint added or enabled misses at most this much of the events
+# made in other processes.
+WEBHOOK_SUBSCRIPTION_CACHE_SECONDS = env.float("WEBHOOK_SUBSCRIPTION_CACHE_SECONDS", default=5)
+
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tracking.api.authentication.SecureKeyAuthentication"],
@@ -210,7 +241,7 @@ Q_CLUSTER = {
     "name": "iovox",
     # The resident loops take one worker process each (tracking/worker.py): DELIVERY_LOOPS
     # and routing's one; the rest run the other tasks.
-    "workers": env.int("Q_WORKERS", default=5),
+    "workers": env.int("Q_WORKERS", default=6),
     # A task that runs longer than `timeout` is killed; `retry` must be longer so the broker
     # does not hand a still-running task to a second worker.
     "timeout": 300,
@@ -282,5 +313,7 @@ LOGGING = {
         # dkimpy logs every signature that does not hold at ERROR: on inbound mail that is
         # routine (forged or altered mail), and the verdict is recorded on the message.
         "dkimpy": {"level": "CRITICAL"},
+        # Names every detector it runs, for every bounce.
+        "flufl.bounce": {"level": "WARNING"},
     },
 }

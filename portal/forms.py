@@ -10,9 +10,21 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from tracking.headers import header_value_validator
-from tracking.models import Account, Contact, Disposition, Link, Node, ReadDisposition
+from tracking.models import (
+    Account,
+    Contact,
+    Disposition,
+    EventType,
+    Link,
+    Node,
+    ReadDisposition,
+    SuppressionReason,
+    WebhookEndpoint,
+)
 from tracking.models.directory import directory_id_validator
-from tracking.services import directory
+from tracking.services import directory, suppressions
+from tracking.webhooks import services as webhook_services
+from tracking.webhooks.addresses import WebhookUrlError, webhook_url_check
 
 ID_HELP = "Your own identifier, unique in your account: letters, digits, - _ . ~"
 
@@ -296,3 +308,65 @@ def _is_date(value: str) -> bool:
     except forms.ValidationError:
         return False
     return True
+
+
+# --- Webhooks and suppressions --------------------------------------------------------------
+
+
+class WebhookForm(AccountForm):
+    url = forms.CharField(
+        label="URL",
+        max_length=2000,
+        help_text="An http(s) address on the public internet; events are POSTed to it.",
+    )
+    events = forms.MultipleChoiceField(
+        label="Events",
+        choices=[(t, t) for t in EventType.values],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: every event.",
+    )
+    description = forms.CharField(max_length=500, required=False)
+
+    def __init__(self, *args, endpoint: WebhookEndpoint | None = None, **kwargs):
+        self.endpoint = endpoint
+        if endpoint is not None:
+            kwargs.setdefault(
+                "initial",
+                {
+                    "url": endpoint.url,
+                    "events": endpoint.events,
+                    "description": endpoint.description,
+                },
+            )
+        super().__init__(*args, **kwargs)
+
+    def clean_url(self) -> str:
+        try:
+            return webhook_url_check(self.cleaned_data["url"].strip())
+        except WebhookUrlError as exc:
+            raise forms.ValidationError(f"The URL {exc}.") from None
+
+    def save(self) -> WebhookEndpoint | None:
+        try:
+            if self.endpoint is None:
+                return webhook_services.webhook_create(account=self.account, **self.cleaned_data)
+            return webhook_services.webhook_update(endpoint=self.endpoint, **self.cleaned_data)
+        except webhook_services.WebhookError as exc:
+            self.add_error(None, str(exc))
+            return None
+
+
+class SuppressionForm(AccountForm):
+    email_address = forms.EmailField(label="Email address", max_length=254)
+    reason = forms.ChoiceField(
+        choices=[
+            (SuppressionReason.MANUAL, SuppressionReason.MANUAL.label),
+            (SuppressionReason.COMPLAINT, SuppressionReason.COMPLAINT.label),
+        ],
+        initial=SuppressionReason.MANUAL,
+    )
+
+    def save(self):
+        suppression, _ = suppressions.suppression_add(account=self.account, **self.cleaned_data)
+        return suppression

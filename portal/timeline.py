@@ -34,7 +34,9 @@ def message_timeline(
     before the attempt that sent it), then what came back (opens, clicks, bounces) in time
     order, then the final word on a message that was never delivered."""
     steps = [Step(message.receive_date, "received", "Received", note=_direction(message))]
-    steps += [_attempt_step(attempt) for attempt in attempts]
+    steps += [_attempt_step(a) for a in attempts if a.outcome != Disposition.RECEIVED_BOUNCED]
+    reports = [a for a in attempts if a.outcome == Disposition.RECEIVED_BOUNCED]
+    reported = bool(reports)
     if message.delivery_date:
         steps.append(
             Step(
@@ -46,10 +48,12 @@ def message_timeline(
         )
     for event in sorted(events, key=lambda e: (e.occurred_at, e.pk)):
         if event.kind == TrackingEvent.Kind.BOUNCE:
-            # The bounce's diagnostic (the DSN's reason) is kept on the message.
-            steps.append(Step(event.occurred_at, "bounce", "Bounced", message.status_detail))
+            # The bounce's codes are on its report's attempt row; its reason on the message.
+            if not reported:
+                steps.append(Step(event.occurred_at, "bounce", "Bounced", message.status_detail))
         else:
             steps.append(_event_step(event))
+    steps += [_attempt_step(report) for report in reports]
     if message.disposition in FINAL_WORDS:
         steps.append(Step(None, "failed", FINAL_WORDS[message.disposition], message.status_detail))
     return steps
@@ -61,15 +65,20 @@ def _direction(message: Message) -> str:
 
 def _attempt_step(attempt: DeliveryAttempt) -> Step:
     reply = " ".join(str(p) for p in (attempt.smtp_code, attempt.smtp_text) if p)
-    where = f"to {attempt.mx_host}" if attempt.mx_host else ""
     kind = {
         Disposition.SENT: "attempt-ok",
         Disposition.QUEUED: "attempt-retry",
+        Disposition.RECEIVED_BOUNCED: "bounce",
     }.get(attempt.outcome, "failed")
-    title = f"Delivery attempt {where}".strip()
-    return Step(
-        attempt.attempted_at, kind, title, reply or "No reply", note=attempt.get_outcome_display()
-    )
+    if attempt.outcome == Disposition.RECEIVED_BOUNCED:
+        title = f"Bounce report from {attempt.mx_host}" if attempt.mx_host else "Bounce report"
+    else:
+        title = f"Delivery attempt {f'to {attempt.mx_host}' if attempt.mx_host else ''}".strip()
+    note = attempt.get_outcome_display()
+    if attempt.bounce_type:
+        code = f" {attempt.enhanced_code}" if attempt.enhanced_code else ""
+        note = f"{note} · {attempt.get_bounce_type_display()}{code}"
+    return Step(attempt.attempted_at, kind, title, reply or "No reply", note=note)
 
 
 def _event_step(event: TrackingEvent) -> Step:

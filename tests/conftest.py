@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from tests.factories import AccountFactory, ApiCredentialFactory
 from tests.mailservers import DnsServer, SmtpSink
+from tests.webhook_receivers import Receiver
 from tracking.models import Account, ApiCredential
 
 
@@ -85,10 +86,11 @@ def process_caches_start_empty():
     from django.core.cache import cache as django_cache
 
     from tracking.delivery.dkim import dkim_key_cache
+    from tracking.events import subscriptions
     from tracking.services.accounts import credential_cache
     from tracking.services.directory import link_cache
 
-    for cache in (credential_cache, link_cache, dkim_key_cache):
+    for cache in (credential_cache, link_cache, dkim_key_cache, subscriptions):
         cache.clear()
     django_cache.clear()
 
@@ -99,3 +101,30 @@ def hits_written_at_once(settings):
     for later (tracking/buffering.py), possibly from a timer thread whose own connection could
     not see a test's uncommitted rows."""
     settings.TRACKING_EVENT_FLUSH_INTERVAL = 0
+
+
+# --- Webhook receivers on loopback (tests/webhook_receivers.py) -----------------------------
+
+
+def _receiver(behaviour: str):
+    receiver = Receiver(behaviour).start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def receiver():
+    """Answers 200."""
+    yield from _receiver("ok")
+
+
+@pytest.fixture
+def flaky_receiver():
+    """Answers 500 to an event's first post, 200 to the next."""
+    yield from _receiver("flaky")
+
+
+@pytest.fixture
+def hanging_receiver():
+    """Never answers."""
+    yield from _receiver("hang")

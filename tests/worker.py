@@ -83,7 +83,7 @@ def start_worker(mail_servers=None, **env: str) -> subprocess.Popen:
         **os.environ,
         "DATABASE_URL": database_url(),
         "DELIVERY_LOOPS": "1",  # two only in tests/tracking/test_worker_end_to_end.py's lease tests
-        "Q_WORKERS": "3",  # the loops, and one for other tasks
+        "Q_WORKERS": "4",  # the loops (delivery, routing, webhooks), and one for other tasks
         "LOG_LEVEL": "WARNING",
         "SMTP_TIMEOUT": "2",
         "DNS_TIMEOUT": "1",

@@ -10,7 +10,16 @@ import uuid
 
 from django.http import Http404
 
-from tracking.models import Account, Contact, Link, Message, Node
+from tracking.models import (
+    Account,
+    Contact,
+    Link,
+    Message,
+    Node,
+    Suppression,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 
 def get_node_for_account(account: Account, node_id: str) -> Node:
@@ -51,3 +60,38 @@ def get_message_for_account(account: Account, message_id: str | uuid.UUID) -> Me
     if message is None:
         raise Http404("message_id does not exist")
     return message
+
+
+def get_webhook_for_account(account: Account, webhook_id: str | uuid.UUID) -> WebhookEndpoint:
+    try:
+        webhook_uuid = uuid.UUID(str(webhook_id))
+    except ValueError:
+        raise Http404("webhook_id does not exist") from None
+    endpoint = WebhookEndpoint.objects.filter(account=account, webhook_id=webhook_uuid).first()
+    if endpoint is None:
+        raise Http404("webhook_id does not exist")
+    return endpoint
+
+
+def get_webhook_delivery_for_endpoint(
+    endpoint: WebhookEndpoint, delivery_pk: int | str
+) -> WebhookDelivery:
+    try:
+        pk = int(delivery_pk)
+    except (TypeError, ValueError):
+        raise Http404("delivery does not exist") from None
+    delivery = (
+        WebhookDelivery.objects.select_related("event").filter(endpoint=endpoint, pk=pk).first()
+    )
+    if delivery is None:
+        raise Http404("delivery does not exist")
+    return delivery
+
+
+def get_suppression_for_account(account: Account, email_address: str) -> Suppression:
+    suppression = Suppression.objects.filter(
+        account=account, email_address=email_address.strip().lower()
+    ).first()
+    if suppression is None:
+        raise Http404("email_address is not suppressed")
+    return suppression

@@ -20,8 +20,11 @@ from tracking.models import (
     Link,
     Message,
     Node,
+    Suppression,
     TrackingEvent,
     User,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 from tracking.models.accounts import username_validator
 from tracking.models.directory import directory_id_validator
@@ -208,7 +211,15 @@ class ReadOnlyInline(admin.TabularInline):
 
 class DeliveryAttemptInline(ReadOnlyInline):
     model = DeliveryAttempt
-    fields = ["attempted_at", "mx_host", "smtp_code", "smtp_text", "outcome"]
+    fields = [
+        "attempted_at",
+        "mx_host",
+        "smtp_code",
+        "enhanced_code",
+        "bounce_type",
+        "smtp_text",
+        "outcome",
+    ]
 
 
 class TrackingEventInline(ReadOnlyInline):
@@ -244,3 +255,50 @@ class MessageAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Support staff look; customers change these through the API and the portal."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(ReadOnlyAdmin):
+    # Never the secret.
+    fields = ["account", "webhook_id", "url", "events", "description", "enabled"]
+    fields += ["created_at", "failing_since", "disabled_reason"]
+    list_display = ["url", "account", "enabled", "failing_since", "created_at"]
+    list_filter = ["enabled"]
+    search_fields = ["url", "=webhook_id"]
+    list_select_related = ["account"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["event", "endpoint", "status", "attempt_count", "last_status_code"]
+    list_filter = ["status"]
+    list_select_related = ["event", "endpoint"]
+    fields = ["endpoint", "event", "status", "attempt_count", "next_attempt_at"]
+    fields += ["last_attempt_at", "last_status_code", "last_error", "last_response"]
+    show_full_result_count = False
+
+
+@admin.register(Suppression)
+class SuppressionAdmin(ReadOnlyAdmin):
+    list_display = [
+        "email_address",
+        "account",
+        "reason",
+        "smtp_code",
+        "enhanced_code",
+        "created_at",
+    ]
+    list_filter = ["reason"]
+    search_fields = ["email_address"]
+    list_select_related = ["account"]
+    raw_id_fields = ["message"]

@@ -24,6 +24,8 @@ SCHEDULES: list[ScheduledJob] = [
         ScheduledJob(name=f"iovox:{loop.name}-loop", func=loop.task, minutes=1)
         for loop in LOOPS.values()
     ),
+    # Webhook events and deliveries past WEBHOOK_RETENTION_DAYS, once finished.
+    ScheduledJob(name="iovox:webhooks-purge", func="tracking.tasks.webhooks_purge", minutes=60),
     # Raw inbound mail past INBOUND_RETENTION_DAYS, once routed or refused.
     ScheduledJob(name="iovox:inbound-purge", func="conversations.tasks.inbound_purge", minutes=60),
 ]

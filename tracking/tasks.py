@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from tracking import worker
+from tracking.webhooks.sender import events_purge
 
 
 def delivery_loop() -> int:
     """One run of the resident delivery loop (tracking/worker.py), enqueued by the run before
     it, by each worker process as it starts, and by a one-minute schedule."""
     return worker.delivery_loop()
+
+
+def webhook_loop() -> int:
+    """One run of the resident webhook loop (tracking/worker.py), started like the others."""
+    return worker.webhook_loop()
+
+
+def webhooks_purge() -> int:
+    """Scheduled: events and deliveries past WEBHOOK_RETENTION_DAYS, once finished."""
+    return events_purge()

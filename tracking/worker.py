@@ -59,6 +59,7 @@ from tracking.delivery.claims import (
 )
 from tracking.delivery.deliver import batch_deliver, messages_expire
 from tracking.models import Message, WorkerLease
+from tracking.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ LOOPS = {
     for loop in [
         ResidentLoop("delivery", "tracking.tasks.delivery_loop", lambda: settings.DELIVERY_LOOPS),
         ResidentLoop("routing", "conversations.tasks.routing_loop"),
+        ResidentLoop("webhooks", "tracking.tasks.webhook_loop"),
     ]
 }
 
@@ -318,6 +320,19 @@ class Connections:
                     self.free.release()
         finally:
             connection.close()
+
+
+# --- The webhook loop -----------------------------------------------------------------------
+
+
+def webhook_loop() -> int:
+    """One run of the webhook loop: events posted to customers' endpoints by the sender's own
+    threads (tracking/webhooks/sender.py), so a slow endpoint never holds up mail."""
+    sender = WebhookSender()
+    try:
+        return loop_run("webhooks", sender.turn)
+    finally:
+        sender.close()  # after its successor has been enqueued: it takes over meanwhile
 
 
 # --- Set-up ---------------------------------------------------------------------------------

@@ -16,6 +16,19 @@ from portal.views.directory import (
     node_edit,
     nodes,
 )
+from portal.views.events import (
+    suppression_list,
+    suppression_remove,
+    webhook_create,
+    webhook_delete,
+    webhook_delivery_retry,
+    webhook_detail,
+    webhook_edit,
+    webhook_list,
+    webhook_rotate,
+    webhook_test,
+    webhook_toggle,
+)
 from portal.views.messages import message_detail
 
 __all__ = [
@@ -34,4 +47,15 @@ __all__ = [
     "node_create",
     "node_edit",
     "nodes",
+    "suppression_list",
+    "suppression_remove",
+    "webhook_create",
+    "webhook_delete",
+    "webhook_delivery_retry",
+    "webhook_detail",
+    "webhook_edit",
+    "webhook_list",
+    "webhook_rotate",
+    "webhook_test",
+    "webhook_toggle",
 ]

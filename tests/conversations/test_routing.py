@@ -441,8 +441,9 @@ def test_a_batch_is_routed_together(inbound_server, conversation, django_assert_
     send_pending(inbound_server, conversation, subjects)
     # One batch, not a message at a time. The relayed messages add a few: each looks up its
     # Message-IDs and remembers a new one (conversation_relay_thread: one, or four), and their
-    # rows record a verdict (one UPDATE more).
-    with django_assert_max_num_queries(31):
+    # rows record a verdict (one UPDATE more); and which events the account's webhooks want,
+    # once per WEBHOOK_SUBSCRIPTION_CACHE_SECONDS.
+    with django_assert_max_num_queries(32):
         assert inbound_route_pending() == 6
     assert routed_subjects() == [("routed", [subject]) for subject in subjects]
     relayed = Message.objects.filter(direction=Direction.RELAY)

@@ -49,6 +49,9 @@ def web_server(transactional_db, tmp_path):
         "LOG_LEVEL": "WARNING",
         "TRACKING_EVENT_FLUSH_INTERVAL": "0",
         "DELIVERY_WAKEUP_INTERVAL": "0",
+        # Webhook URLs are taken as they are, not resolved: the fuzzed host names would
+        # otherwise be looked up through the system's resolver, off this machine.
+        "WEBHOOK_ALLOW_PRIVATE": "1",
     }
     log = (tmp_path / "gunicorn.log").open("wb")
     server = subprocess.Popen(

@@ -197,6 +197,8 @@ def message_detail(message: Message, *, account: Account) -> dict:
                 "mx_host": attempt.mx_host,
                 "smtp_code": attempt.smtp_code,
                 "smtp_text": attempt.smtp_text,
+                "enhanced_code": attempt.enhanced_code,
+                "bounce_type": attempt.bounce_type,
                 "outcome": attempt.outcome,
             }.items()
             if value not in (None, "")

@@ -3,7 +3,7 @@
 from django.urls import include, path, re_path
 from rest_framework.routers import SimpleRouter
 
-from tracking.api import directory_views, email_views, search_views
+from tracking.api import directory_views, email_views, events_views, search_views
 
 UUID = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 
@@ -11,6 +11,7 @@ router = SimpleRouter(trailing_slash=False)
 router.register("nodes", directory_views.NodeViewSet, basename="node")
 router.register("links", directory_views.LinkViewSet, basename="link")
 router.register("contacts", directory_views.ContactViewSet, basename="contact")
+router.register("webhooks", events_views.WebhookViewSet, basename="webhook")
 
 # POST /rest/v1/email is routed by the conversations app, whose view (a SendEmailView that
 # also accepts proxy domains) is the one route for sending.
@@ -21,6 +22,12 @@ urlpatterns = [
         rf"^email/(?P<message_id>{UUID})$",
         email_views.EmailDetailView.as_view(),
         name="email-detail",
+    ),
+    path("suppressions", events_views.SuppressionListView.as_view(), name="suppressions"),
+    path(
+        "suppressions/<str:email_address>",
+        events_views.SuppressionDetailView.as_view(),
+        name="suppression-detail",
     ),
     path("", include(router.urls)),
 ]

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from tracking.bounces import Bounce, bounce_classify
 from tracking.delivery.durability import relax_commit_durability
 from tracking.delivery.mime import message_outgoing_bytes
 from tracking.delivery.mx import MxOutcome, host_addresses, mx_lookup
@@ -26,13 +27,15 @@ from tracking.delivery.smtp import MxConnection, SmtpReply
 from tracking.delivery.state import Transition, messages_transition
 from tracking.delivery.verp import verp_address
 from tracking.models import DeliveryAttempt, Disposition, Message
+from tracking.services.suppressions import suppressed_refuse, suppressions_from_replies
 
 log = logging.getLogger(__name__)
 
 
 def batch_deliver(messages: list[Message]) -> None:
     """Attempt delivery of claimed messages, all to one recipient domain, and write each
-    outcome."""
+    outcome. Those whose recipient the account suppressed are refused, never attempted."""
+    messages = suppressed_refuse(messages)
     if not messages:
         return
     outcomes = Outcomes()
@@ -184,11 +187,24 @@ class Outcomes:
         if not self.pending:
             return
         pending, self.pending = self.pending, []
+        # A domain without mail (noMxRecord) is a hard failure of the address.
+        bounces = [
+            None
+            if to == Disposition.SENT
+            else bounce_classify(
+                smtp_code=reply.code, text=reply.text, permanent=to == Disposition.NO_MX_RECORD
+            )
+            for _, to, reply, _ in pending
+        ]
         transitions = [
             Transition(
-                message, to, {"last_smtp_response": str(reply)[:2000], **fields}, claimed=True
+                message,
+                to,
+                {"last_smtp_response": str(reply)[:2000], **fields},
+                claimed=True,
+                event=_event_fields(reply, bounce),
             )
-            for message, to, reply, fields in pending
+            for (message, to, reply, fields), bounce in zip(pending, bounces, strict=True)
         ]
         with transaction.atomic():
             relax_commit_durability()
@@ -199,13 +215,32 @@ class Outcomes:
                     mx_host=reply.host,
                     smtp_code=reply.code,
                     smtp_text=reply.text[:2000],
+                    enhanced_code=bounce.enhanced_code if bounce else "",
+                    bounce_type=bounce.bounce_type if bounce else "",
                     outcome=to,
                 )
-                for (message, to, reply, _), made in zip(pending, moved, strict=True)
+                for (message, to, reply, _), made, bounce in zip(
+                    pending, moved, bounces, strict=True
+                )
                 if made
+            )
+            suppressions_from_replies(
+                (message, reply, bounce)
+                for (message, _, reply, _), made, bounce in zip(
+                    pending, moved, bounces, strict=True
+                )
+                if made and bounce
             )
         for (message, to, _, _), made in zip(pending, moved, strict=True):
             if not made:
                 # Expired at its deadline while the attempt was going on, or its claim lapsed
                 # and another worker took it over.
                 log.warning("message %s changed during delivery; %s not kept", message.pk, to)
+
+
+def _event_fields(reply: SmtpReply, bounce: Bounce | None) -> dict:
+    """What a delivery outcome's webhook event adds to the message."""
+    fields = {"smtp_code": reply.code, "smtp_text": reply.text[:2000]}
+    if bounce is not None:
+        fields |= {"enhanced_code": bounce.enhanced_code, "bounce_type": bounce.bounce_type}
+    return fields

@@ -11,13 +11,15 @@ claimed it meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Expression, F, Field
 
+from tracking.events import transitions_emit
 from tracking.models import Disposition, Message
 
 ALLOWED: dict[str, frozenset[str]] = {
@@ -65,6 +67,10 @@ class Transition:
     # The outcome of a delivery attempt: made only while the claim that attempted it (the
     # message's `claim_token`, as claimed) still holds the message.
     claimed: bool = False
+    # What the change's webhook event adds to the message (smtp_code, bounce_type, ...), and
+    # its type when it is not `email.<to>` (a send refused by the suppression list).
+    event: dict[str, Any] = field(default_factory=dict)
+    event_type: str = ""
 
     def matches(self, disposition: str, state_version: int, claim_token) -> bool:
         """The row is still in the state this transition was decided on."""
@@ -74,20 +80,29 @@ class Transition:
         )
 
 
-def message_transition(*, message: Message, to: str, **fields: Any) -> bool:
+def message_transition(
+    *,
+    message: Message,
+    to: str,
+    event: dict[str, Any] | None = None,
+    event_type: str = "",
+    **fields: Any,
+) -> bool:
     """Move `message` to disposition `to`, setting `fields` with it, and release any claim.
 
     Raises InvalidTransition for a move DESIGN.md does not allow. Returns False, changing
     nothing, when the row is no longer in the state the caller read (another worker moved it
     first); on success the in-memory message is updated too.
     """
-    return messages_transition([Transition(message, to, fields)])[0]
+    transition = Transition(message, to, fields, event=event or {}, event_type=event_type)
+    return messages_transition([transition])[0]
 
 
 def messages_transition(transitions: Sequence[Transition]) -> list[bool]:
     """`message_transition` for several messages at once (a worker's batch of outcomes): one
     conditional UPDATE per call instead of one per message. Returns, per transition, whether
-    it was made. The only code that writes `disposition`."""
+    it was made. The only code that writes `disposition`, and so the one that writes the
+    webhook event of every change, in the same transaction (tracking/events.py)."""
     for transition in transitions:
         _check(transition)
     if not transitions:
@@ -111,6 +126,7 @@ def messages_transition(transitions: Sequence[Transition]) -> list[bool]:
             Message.objects.filter(pk__in=[t.message.pk for t in movable]).update(
                 state_version=F("state_version") + 1, **_column_values(movable)
             )
+            _emit(movable)
     moved = {id(t) for t in movable}
     for transition in movable:
         _apply(transition)
@@ -139,16 +155,23 @@ def _changes(transition: Transition) -> dict[str, Any]:
 
 def _transition_one(transition: Transition) -> bool:
     message = transition.message
-    row = Message.objects.filter(
-        pk=message.pk, disposition=message.disposition, state_version=message.state_version
-    )
-    if transition.claimed:
-        row = row.filter(claim_token=message.claim_token)
-    updated = row.update(state_version=F("state_version") + 1, **_changes(transition))
-    if updated != 1:
-        return False
+    # Its event must commit with it: a transaction of its own unless in the caller's.
+    with contextlib.nullcontext() if connection.in_atomic_block else transaction.atomic():
+        row = Message.objects.filter(
+            pk=message.pk, disposition=message.disposition, state_version=message.state_version
+        )
+        if transition.claimed:
+            row = row.filter(claim_token=message.claim_token)
+        updated = row.update(state_version=F("state_version") + 1, **_changes(transition))
+        if updated != 1:
+            return False
+        _emit([transition])
     _apply(transition)
     return True
+
+
+def _emit(transitions: list[Transition]) -> None:
+    transitions_emit([(t.message, t.event_type or f"email.{t.to}", t.event) for t in transitions])
 
 
 def _column_values(transitions: list[Transition]) -> dict[str, Any]:

@@ -43,7 +43,8 @@ from django.db import connection, transaction
 
 from tracking.buffering import AfterResponseBuffer
 from tracking.engagement.classify import HitFacts, clicks_nearby, hit_classify
-from tracking.models import Message, ReadDisposition, TrackingEvent
+from tracking.events import EventDraft, events_emit
+from tracking.models import EventType, Message, ReadDisposition, TrackingEvent
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def tracking_events_write(*, hits: list[Hit]) -> int:
     messages = {
         row[0]: _MessageFacts(*row[1:])
         for row in Message.objects.filter(message_id__in={h.message_id for h in hits}).values_list(
-            "message_id", "pk", "delivery_date", "read_disposition"
+            "message_id", "pk", "delivery_date", "read_disposition", "account_id"
         )
     }
     hits = [h for h in hits if h.message_id in messages]
@@ -100,7 +101,30 @@ def tracking_events_write(*, hits: list[Hit]) -> int:
         if facts.read_disposition == ReadDisposition.UNREAD:
             first_reads[facts.pk] = min(hit.occurred_at, first_reads.get(facts.pk, hit.occurred_at))
     messages_mark_read(first_reads=first_reads)
+    events_emit(
+        _event_draft(event, messages[hit.message_id])
+        for hit, event in zip(hits, events, strict=True)
+    )
     return len(events)
+
+
+def _event_draft(event: TrackingEvent, message: _MessageFacts) -> EventDraft:
+    """The webhook event of a hit: `email.opened` or `email.clicked`, with the hit."""
+    hit = {
+        "occurred_date": event.occurred_at.strftime("%Y-%m-%d %H:%M:%S"),
+        "ip": event.ip,
+        "user_agent": event.user_agent,
+        "url": event.url,
+        "automated": event.automated,
+        "automated_reason": event.automated_reason,
+    }
+    kind = EventType.OPENED if event.kind == TrackingEvent.Kind.OPEN else EventType.CLICKED
+    return EventDraft(
+        message.account_id,
+        kind,
+        message.pk,
+        {"event": {k: v for k, v in hit.items() if v not in (None, "")}},
+    )
 
 
 _EVENT_COLUMNS = (
@@ -167,6 +191,7 @@ class _MessageFacts:
     pk: int
     delivery_date: datetime | None
     read_disposition: str
+    account_id: int
 
 
 def _event(hit: Hit, message: _MessageFacts, clicks: dict[int, list[datetime]]) -> TrackingEvent:

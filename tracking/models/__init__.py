@@ -2,8 +2,19 @@
 
 from tracking.models.accounts import Account, ApiCredential, User
 from tracking.models.directory import AliasDomain, Contact, Link, Node
+from tracking.models.events import (
+    TEST_EVENT_TYPE,
+    Event,
+    EventType,
+    Suppression,
+    SuppressionReason,
+    WebhookDelivery,
+    WebhookDeliveryStatus,
+    WebhookEndpoint,
+)
 from tracking.models.messages import (
     Attachment,
+    BounceType,
     DeliveryAttempt,
     Direction,
     Disposition,
@@ -15,7 +26,16 @@ from tracking.models.signing import DkimKey
 from tracking.models.worker import WorkerLease
 
 __all__ = [
+    "TEST_EVENT_TYPE",
     "Account",
+    "BounceType",
+    "Event",
+    "EventType",
+    "Suppression",
+    "SuppressionReason",
+    "WebhookDelivery",
+    "WebhookDeliveryStatus",
+    "WebhookEndpoint",
     "AliasDomain",
     "ApiCredential",
     "Attachment",

@@ -31,6 +31,8 @@ class Account(models.Model):
 
     name = models.CharField(max_length=200, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Shown at the top of every portal page until dealt with (a webhook the worker disabled).
+    portal_notice = models.CharField(max_length=500, blank=True)
 
     def __str__(self) -> str:
         return self.name

@@ -174,14 +174,27 @@ class Attachment(models.Model):
         return self.filename or self.content_id or self.content_type
 
 
+class BounceType(models.TextChoices):
+    """What a failure says about the address (tracking/bounces.py decides)."""
+
+    HARD = "hard", "Hard: the address does not exist"
+    SOFT = "soft", "Soft: temporary, or the mailbox is full"
+    BLOCK = "block", "Block: refused by policy or reputation"
+
+
 class DeliveryAttempt(models.Model):
-    """One try at handing a message to a remote server, with what it answered."""
+    """One try at handing a message to a remote server, with what it answered; or a delivery
+    status notification (a bounce) that came back later (`outcome` received_bounced)."""
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attempts")
     attempted_at = models.DateTimeField(default=timezone.now)
     mx_host = models.CharField(max_length=253, blank=True)
     smtp_code = models.PositiveSmallIntegerField(null=True, blank=True)
     smtp_text = models.TextField(blank=True)
+    # RFC 3463 enhanced status code ("5.1.1"), when the reply or the report gives one.
+    enhanced_code = models.CharField(max_length=16, blank=True)
+    # Set on a failure only.
+    bounce_type = models.CharField(max_length=5, choices=BounceType.choices, blank=True)
     outcome = models.CharField(max_length=20, choices=Disposition.choices)
 
     class Meta:

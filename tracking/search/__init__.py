@@ -12,6 +12,7 @@ from tracking.search.params import (
 )
 from tracking.search.query import (
     SearchRows,
+    message_rows,
     search_count,
     search_ordering,
     search_page,
@@ -30,6 +31,7 @@ __all__ = [
     "SearchQuery",
     "SearchRows",
     "default_range",
+    "message_rows",
     "search_count",
     "search_ordering",
     "search_page",

@@ -13,7 +13,7 @@ from django.db import connections, transaction
 from django.db.models import CharField, F, Func, OrderBy, QuerySet
 
 from tracking.models import Account, Link, Message
-from tracking.search.params import SearchQuery
+from tracking.search.params import AVAILABLE_FIELDS, SearchQuery
 
 # Each available field (and filter) as a path from Message.
 PATHS: dict[str, str] = {
@@ -176,6 +176,23 @@ def _fetch(page: QuerySet, limit: int) -> Iterator[tuple]:
     else:
         # SQLite's transactions here take the write lock (IMMEDIATE), so none is opened.
         yield from page.iterator(chunk_size=CHUNK_SIZE)
+
+
+def message_rows(pks: list[int]) -> dict[int, dict[str, str]]:
+    """These messages as `GET /rest/v1/email/{message_id}` shows them (every available field,
+    shaped as search shapes them, plus `subject` and `status_detail`), by primary key, with
+    one query: what a webhook event's `data` is made of."""
+    if not pks:
+        return {}
+    names = [*AVAILABLE_FIELDS, "subject", "status_detail"]
+    columns = [_column(name) for name in AVAILABLE_FIELDS]
+    rows = Message.objects.filter(pk__in=set(pks)).values_list(
+        "pk", *columns, "subject", "status_detail"
+    )
+    return {
+        pk: {name: value for name, value in zip(names, values, strict=True) if value}
+        for pk, *values in rows
+    }
 
 
 def total_pages(total: int, limit: int) -> int:

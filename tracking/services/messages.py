@@ -14,8 +14,17 @@ from django.conf import settings
 from django.db import transaction
 
 from tracking.delivery.state import InvalidTransition, message_transition
+from tracking.events import EventDraft, event_wanted, events_emit
 from tracking.headers import header_values_check
-from tracking.models import Account, Attachment, Direction, Disposition, Link, Message
+from tracking.models import (
+    Account,
+    Attachment,
+    Direction,
+    Disposition,
+    EventType,
+    Link,
+    Message,
+)
 
 # Values that end up in a header line of mail we build: a line break in any of them would let
 # the caller add headers (or a whole body) of their own (tracking/headers.py has the rule).
@@ -99,15 +108,18 @@ def messages_accept(drafts: Sequence[MessageDraft]) -> list[Message]:
         for message, draft in zip(messages, drafts, strict=True)
         for attachment in draft.attachments
     ]
+    received = [m for m in messages if event_wanted(m.account_id, EventType.RECEIVED)]
     # One INSERT is atomic by itself: a transaction (two more round trips) only when
-    # attachments come with it. Inside a caller's transaction this nests as usual.
-    with transaction.atomic() if attachments else contextlib.nullcontext():
+    # attachments or an event come with it. Inside a caller's transaction this nests as usual.
+    with transaction.atomic() if attachments or received else contextlib.nullcontext():
         if len(messages) == 1:
             messages[0].save(force_insert=True)  # 0.25 ms of CPU less than bulk_create
         else:
             Message.objects.bulk_create(messages)
         if attachments:
             Attachment.objects.bulk_create(attachments)
+        if received:
+            events_emit(EventDraft(m.account_id, EventType.RECEIVED, m.pk) for m in received)
     return messages
 
 

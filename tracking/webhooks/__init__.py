@@ -1,0 +1,1 @@
+"""Customer webhooks: endpoints, their URLs' safety, signing, and the worker's sender."""

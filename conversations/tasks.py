@@ -7,6 +7,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from conversations.inbound import routing
+from conversations.inbound.limits import usage_purge
 from conversations.inbound.receive import (
     ROUTING,
     inbound_enqueue_routing,
@@ -48,5 +49,7 @@ def inbound_sweep() -> int:
 
 
 def inbound_purge() -> int:
-    """Scheduled: drop raw inbound mail past its retention."""
+    """Scheduled: drop raw inbound mail past its retention (how many messages), and the
+    limits' usage counts past their window."""
+    usage_purge()
     return inbound_messages_purge()

@@ -144,6 +144,16 @@ SMTP_TIMEOUT = env.float("SMTP_TIMEOUT", default=30.0)
 SMTP_HELO_NAME = env("SMTP_HELO_NAME", default="localhost")
 SMTPD_HOST = env("SMTPD_HOST", default="127.0.0.1")
 SMTPD_PORT = env.int("SMTPD_PORT", default=2525)
+# Inbound SMTP limits (conversations/inbound/limits.py); 0 turns one off. Connections are
+# counted per smtpd process, the others across all of them (in the database). A client is
+# an IPv4 address or an IPv6 /64.
+SMTPD_MAX_CONNECTIONS = env.int("SMTPD_MAX_CONNECTIONS", default=100)
+SMTPD_MAX_CONNECTIONS_PER_CLIENT = env.int("SMTPD_MAX_CONNECTIONS_PER_CLIENT", default=10)
+SMTPD_MESSAGES_PER_CLIENT_PER_MINUTE = env.int("SMTPD_MESSAGES_PER_CLIENT_PER_MINUTE", default=60)
+# Bytes of mail one alias or proxy address may receive per day (UTC).
+SMTPD_DAILY_BYTES_PER_RECIPIENT = env.int(
+    "SMTPD_DAILY_BYTES_PER_RECIPIENT", default=100 * 1024 * 1024
+)
 EMAIL_RETRY_SCHEDULE = [
     int(s) for s in env.list("EMAIL_RETRY_SCHEDULE", default=["60", "300", "900", "1800", "3600"])
 ]

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models.sql import InsertQuery
+from django.db import transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from conversations.inbound.limits import UsageLedger, client_of
 from conversations.inbound.mime import Envelope, loop_reason, received_header
 from conversations.models import InboundMessage, RoutingWakeup
 from tracking.delivery.wakeup import Wakeups
@@ -60,44 +60,40 @@ class Arrival:
     raw: bytes
 
 
-def inbound_receive(*, envelope: Envelope, recipients: list[str], raw: bytes) -> InboundMessage:
-    """Store one message: `inbound_receive_many` of one."""
-    return inbound_receive_many([Arrival(envelope, recipients, raw)])[0]
+@dataclass
+class Receipts:
+    """What storing a group of arrivals came to."""
+
+    # Per arrival: its stored row, or the SMTP reply refusing it (a limit was reached).
+    outcomes: list[InboundMessage | str]
+    # The limits' totals after the store, each key's (window start, amount): see RecentUsage.
+    usage: dict[str, tuple[int, int]]
 
 
-def inbound_receive_many(arrivals: Sequence[Arrival]) -> list[InboundMessage]:
-    """Store messages, in one transaction (one durable commit for all of them), each with our
-    Received trace line on top, as `pending` or, when it is in a mail loop, as `refused` with
-    the reason, so the SMTP server can refuse it. Only the header names are read here; the
-    worker reads the rest. The caller wakes the worker once this has committed
-    (`inbound_enqueue_routing`)."""
-    rows = inbound_rows(arrivals)
-    if len(rows) == 1:
-        # One INSERT on its own commits by itself: bulk_create's transaction would add a
-        # BEGIN and a COMMIT round trip.
-        rows[0].save(force_insert=True)
-        return rows
-    # bulk_create: one INSERT (a long list in batches), in one transaction.
-    return InboundMessage.objects.bulk_create(rows)
-
-
-def inbound_rows(arrivals: Sequence[Arrival]) -> list[InboundMessage]:
-    """The unsaved rows of arriving messages: each with our Received trace line on top,
-    `pending`, or `refused` with the reason when it is in a mail loop."""
-    return [_inbound_row(arrival) for arrival in arrivals]
-
-
-def inbound_insert_statement(rows: Sequence[InboundMessage]) -> tuple[str, list]:
-    """The one INSERT ... RETURNING id that stores `rows`, as Django's compiler writes it for
-    bulk_create (PostgreSQL), for a connection other than Django's own (the SMTP server's
-    asynchronous one). Compiling it needs no database connection."""
-    opts = InboundMessage._meta
-    query = InsertQuery(InboundMessage)
-    query.insert_values([f for f in opts.concrete_fields if not f.primary_key], rows)
-    compiler = query.get_compiler(connection=connection)
-    compiler.returning_fields = [opts.pk]
-    ((sql, params),) = compiler.as_sql()
-    return sql, list(params)
+def inbound_receive_many(arrivals: Sequence[Arrival]) -> Receipts:
+    """Store the messages that fit the limits (conversations/inbound/limits.py), in one
+    transaction (one durable commit for all of them), each with our Received trace line on
+    top, as `pending` or, when it is in a mail loop, as `refused` with the reason, so the SMTP
+    server can refuse it. Only the header names are read here; the worker reads the rest. The
+    caller wakes the worker once this has committed (`inbound_enqueue_routing`)."""
+    with transaction.atomic():
+        ledger = UsageLedger.for_messages(
+            (client_of(arrival.envelope.peer), arrival.recipients) for arrival in arrivals
+        )
+        outcomes: list[InboundMessage | str] = []
+        for arrival in arrivals:
+            refusal = None
+            if ledger is not None:
+                refusal = ledger.admit(
+                    client=client_of(arrival.envelope.peer),
+                    recipients=arrival.recipients,
+                    size=len(arrival.raw),
+                )
+            outcomes.append(refusal or _inbound_row(arrival))
+        InboundMessage.objects.bulk_create([o for o in outcomes if not isinstance(o, str)])
+        if ledger is not None:
+            ledger.save()
+    return Receipts(outcomes, ledger.totals() if ledger is not None else {})
 
 
 def _inbound_row(arrival: Arrival) -> InboundMessage:

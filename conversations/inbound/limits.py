@@ -1,25 +1,26 @@
 """The inbound SMTP server's limits: how much a stranger can make it hold and store.
 
-| limit (setting, default)                                        | past it                  |
-|-----------------------------------------------------------------|--------------------------|
-| connections at once from one client (..._PER_CLIENT, 10)        | `421 4.7.0`, closed      |
-| connections at once in all (SMTPD_MAX_CONNECTIONS, 100)         | `421 4.3.2`, closed      |
-| messages from one client a minute (..._PER_CLIENT_PER_MINUTE, 60) | `451 4.7.1`            |
-| bytes to one alias or proxy address a day (..._PER_RECIPIENT, 100 MB) | `452 4.2.2`        |
-| one message larger than that whole daily quota                  | `552 5.2.3`              |
+| limit                                  | setting (SMTPD_...), default  | past it            |
+|----------------------------------------|-------------------------------|--------------------|
+| connections at once from one client    | MAX_CONNECTIONS_PER_CLIENT 10 | `421 4.7.0`, closed |
+| connections at once in all             | MAX_CONNECTIONS 100           | `421 4.3.2`, closed |
+| messages from one client a minute      | MESSAGES_PER_CLIENT_PER_MINUTE 60 | `451 4.7.1`    |
+| bytes to one alias or proxy address a day (UTC) | DAILY_BYTES_PER_RECIPIENT 100 MB | `452 4.2.2` |
+| a message larger than that whole quota |                               | `552 5.2.3`        |
 
 A client is its IPv4 address, or its IPv6 /64 (what one subscriber is given). Bounce (VERP)
 addresses have no daily quota: each is for one message, and the client's limit covers them.
 
 Connections are counted by each smtpd process, since a connection belongs to one. Messages
 and bytes are counted in the database (InboundUsage rows), in the transaction that stores the
-message: the store locks the rows of the message's client and recipients and stores it only if
-it fits, so the counts are exact with any number of smtpd processes, and a message counts if
-and only if it was stored (a failed store counts nothing). The database rather than Redis
-(Django's cache) because the check must share the store's transaction to be exact, and the
-database is there in every deployment. Each process also remembers the totals its last store
-saw (RecentUsage), to refuse a client at MAIL FROM and a recipient at RCPT TO, before the
-message is sent, without a query of its own.
+messages (`usage_claim`): it adds them to their rows, which locks those rows until it commits,
+learns the totals before them, and stores only the messages that fit; so the counts are exact
+with any number of smtpd processes, and a message counts if and only if it was stored (a
+failed store rolls its counts back). The database rather than Redis (Django's cache) because
+the count must share the store's transaction to be exact, and the database is there in every
+deployment. Each process also remembers the totals its last store saw (RecentUsage), to refuse
+a client at MAIL FROM and a recipient at RCPT TO, before the message is sent, without a query
+of its own.
 
 The codes: 421 closes the connection (RFC 5321 section 3.8); X.7.0/X.7.1 are policy (RFC
 3463), X.3.2 is "system not accepting network messages" (our capacity, not the client's
@@ -37,10 +38,11 @@ import ipaddress
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import connection
 
 from conversations.models import InboundUsage
 from tracking.delivery.verp import verp_message_id
@@ -191,67 +193,98 @@ def _recipient_refusal(used: int, size: int) -> str | None:
     return None
 
 
-class UsageLedger:
-    """The usage of the clients and recipients of messages being stored, its rows locked
-    until the caller's transaction ends: `admit` each message, then `save`."""
+@dataclass(frozen=True)
+class Usage:
+    """What one message would use of the limits."""
 
-    def __init__(self, keys: Iterable[str]) -> None:
-        self.now = now()
-        keys = sorted(set(keys))  # always locked in one order: no deadlock between stores
-        # Made where missing, so that every one is locked, a new one too.
-        InboundUsage.objects.bulk_create(
-            [InboundUsage(key=key, window_start=0) for key in keys], ignore_conflicts=True
+    client: str
+    recipients: list[str]
+    size: int
+
+    def amounts(self) -> dict[str, int]:
+        """What it adds to each limit's key (those of the limits that are on)."""
+        amounts = {}
+        if CLIENT_MESSAGES.maximum:
+            amounts[CLIENT_MESSAGES.key(self.client)] = 1
+        if RECIPIENT_BYTES.maximum:
+            for recipient in self.recipients:
+                if has_quota(recipient):
+                    amounts[RECIPIENT_BYTES.key(recipient)] = self.size
+        return amounts
+
+
+def usage_claim(messages: list[Usage]) -> tuple[list[str | None], dict[str, tuple[int, int]]]:
+    """Count the messages that fit their limits, inside the caller's transaction (the one
+    that stores them); for each message None when it fits, else the reply refusing it, and
+    the totals of every key after (window start, amount), for RecentUsage.
+
+    All of them are added at once, by one statement that locks each row (made if missing)
+    until the transaction ends, and returns the new totals: so the totals before are known
+    exactly, whatever other smtpd processes store meanwhile. Messages are then admitted in
+    order against those; what was added for the refused ones is taken back."""
+    at = now()
+    wanted: dict[str, int] = {}
+    for message in messages:
+        for key, amount in message.amounts().items():
+            wanted[key] = wanted.get(key, 0) + amount
+    if not wanted:
+        return [None] * len(messages), {}
+    totals = _usage_add(wanted, at)
+    used = {key: totals[key] - amount for key, amount in wanted.items()}  # before these
+    replies: list[str | None] = []
+    refused: dict[str, int] = {}
+    for message in messages:
+        amounts = message.amounts()
+        reply = _refusal(message, used)
+        replies.append(reply)
+        for key, amount in amounts.items():
+            if reply is None:
+                used[key] += amount
+            else:
+                refused[key] = refused.get(key, 0) + amount
+    if refused:
+        _usage_add({key: -amount for key, amount in refused.items()}, at)
+    return replies, {key: (_window_of(key).start(at), amount) for key, amount in used.items()}
+
+
+def _refusal(message: Usage, used: dict[str, int]) -> str | None:
+    for key in message.amounts():
+        if _window_of(key) is CLIENT_MESSAGES:
+            if used[key] + 1 > CLIENT_MESSAGES.maximum:
+                return TOO_MANY_MESSAGES
+        elif refusal := _recipient_refusal(used[key], message.size):
+            return refusal
+    return None
+
+
+def _window_of(key: str) -> Window:
+    return CLIENT_MESSAGES if key.startswith(f"{CLIENT_MESSAGES.prefix}:") else RECIPIENT_BYTES
+
+
+def _usage_add(amounts: dict[str, int], at: float) -> dict[str, int]:
+    """Add to each key's amount in its current window (a row from an older window starts
+    again from nothing); each key's new amount, read back while the rows are locked. The
+    INSERT that adds to the row it finds is plain SQL (PostgreSQL and SQLite alike): Django's
+    bulk_create can only overwrite a row. (RETURNING would spare the SELECT, but needs
+    SQLite 3.35, newer than Django asks for.)"""
+    table = connection.ops.quote_name(InboundUsage._meta.db_table)
+    keys = sorted(amounts)  # rows locked in one order by every store: no deadlock between them
+    rows = [(key, _window_of(key).start(at), amounts[key]) for key in keys]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (key, window_start, amount)"
+            f" VALUES {', '.join(['(%s, %s, %s)'] * len(rows))}"
+            f" ON CONFLICT (key) DO UPDATE SET amount = CASE"
+            f" WHEN {table}.window_start = excluded.window_start"
+            f" THEN {table}.amount + excluded.amount ELSE excluded.amount END,"
+            " window_start = excluded.window_start",
+            [value for row in rows for value in row],
         )
-        locked = InboundUsage.objects.select_for_update().filter(key__in=keys).order_by("key")
-        self.rows = {row.key: row for row in locked}
-        self.changed: set[str] = set()
-
-    @classmethod
-    def for_messages(cls, messages: Iterable[tuple[str, list[str]]]) -> UsageLedger | None:
-        """The ledger of messages given as (client, recipients); None when no limit is on."""
-        keys = []
-        for client, recipients in messages:
-            if CLIENT_MESSAGES.maximum:
-                keys.append(CLIENT_MESSAGES.key(client))
-            if RECIPIENT_BYTES.maximum:
-                keys += [RECIPIENT_BYTES.key(r) for r in recipients if has_quota(r)]
-        return cls(keys) if keys else None
-
-    def used(self, window: Window, who: str) -> int:
-        row = self.rows.get(window.key(who))
-        if row is None or row.window_start != window.start(self.now):
-            return 0
-        return row.amount
-
-    def admit(self, *, client: str, recipients: list[str], size: int) -> str | None:
-        """Count a message of `size` bytes from `client` to `recipients` if it fits; else the
-        reply refusing it, and nothing is counted."""
-        limited = [r for r in recipients if has_quota(r)] if RECIPIENT_BYTES.maximum else []
-        maximum = CLIENT_MESSAGES.maximum
-        if maximum and self.used(CLIENT_MESSAGES, client) + 1 > maximum:
-            return TOO_MANY_MESSAGES
-        for recipient in limited:
-            if refusal := _recipient_refusal(self.used(RECIPIENT_BYTES, recipient), size):
-                return refusal
-        if maximum:
-            self._add(CLIENT_MESSAGES, client, 1)
-        for recipient in limited:
-            self._add(RECIPIENT_BYTES, recipient, size)
-        return None
-
-    def _add(self, window: Window, who: str, amount: int) -> None:
-        row = self.rows[window.key(who)]
-        row.amount = self.used(window, who) + amount
-        row.window_start = window.start(self.now)
-        self.changed.add(row.key)
-
-    def save(self) -> None:
-        changed = [self.rows[key] for key in sorted(self.changed)]
-        InboundUsage.objects.bulk_update(changed, ["window_start", "amount"])
-
-    def totals(self) -> dict[str, tuple[int, int]]:
-        """Each key's (window start, amount), for RecentUsage."""
-        return {key: (row.window_start, row.amount) for key, row in self.rows.items()}
+        cursor.execute(
+            f"SELECT key, amount FROM {table} WHERE key IN ({', '.join(['%s'] * len(keys))})",
+            keys,
+        )
+        return dict(cursor.fetchall())
 
 
 class RecentUsage:

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from conversations.inbound.limits import UsageLedger, client_of
+from conversations.inbound.limits import Usage, client_of, usage_claim
 from conversations.inbound.mime import Envelope, loop_reason, received_header
 from conversations.models import InboundMessage, RoutingWakeup
 from tracking.delivery.wakeup import Wakeups
@@ -76,24 +76,18 @@ def inbound_receive_many(arrivals: Sequence[Arrival]) -> Receipts:
     top, as `pending` or, when it is in a mail loop, as `refused` with the reason, so the SMTP
     server can refuse it. Only the header names are read here; the worker reads the rest. The
     caller wakes the worker once this has committed (`inbound_enqueue_routing`)."""
+    usage = [
+        Usage(client_of(arrival.envelope.peer), arrival.recipients, len(arrival.raw))
+        for arrival in arrivals
+    ]
     with transaction.atomic():
-        ledger = UsageLedger.for_messages(
-            (client_of(arrival.envelope.peer), arrival.recipients) for arrival in arrivals
-        )
-        outcomes: list[InboundMessage | str] = []
-        for arrival in arrivals:
-            refusal = None
-            if ledger is not None:
-                refusal = ledger.admit(
-                    client=client_of(arrival.envelope.peer),
-                    recipients=arrival.recipients,
-                    size=len(arrival.raw),
-                )
-            outcomes.append(refusal or _inbound_row(arrival))
+        refusals, totals = usage_claim(usage)
+        outcomes = [
+            refusal or _inbound_row(arrival)
+            for arrival, refusal in zip(arrivals, refusals, strict=True)
+        ]
         InboundMessage.objects.bulk_create([o for o in outcomes if not isinstance(o, str)])
-        if ledger is not None:
-            ledger.save()
-    return Receipts(outcomes, ledger.totals() if ledger is not None else {})
+    return Receipts(outcomes, totals)
 
 
 def _inbound_row(arrival: Arrival) -> InboundMessage:

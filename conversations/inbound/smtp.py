@@ -47,6 +47,10 @@ DB_THREADS = 8
 MAX_RECIPIENTS = 100
 # Messages stored in one transaction at most (see GroupCommit).
 GROUP_COMMIT_LIMIT = 100
+# Bytes of mail stored in one transaction at most (a larger message is stored on its own): the
+# database driver holds a few copies of what one statement writes, so this bounds the memory a
+# store takes, whatever the sizes of the messages that wait for it.
+GROUP_COMMIT_BYTES = 1024 * 1024
 # How long an address found to be ours is believed without asking the database again (see
 # KnownRecipients).
 RECIPIENT_CACHE_SECONDS = 10.0
@@ -171,7 +175,7 @@ class GroupCommit:
     async def _write(self) -> None:
         try:
             while self.waiting:
-                group, self.waiting = self.waiting[: self.limit], self.waiting[self.limit :]
+                group = self._next_group()
                 try:
                     stored = await self.store_group([arrival for arrival, _ in group])
                 except BaseException as exc:
@@ -186,6 +190,19 @@ class GroupCommit:
                         future.set_result(inbound)
         finally:
             self.writer = None
+
+    def _next_group(self) -> list[tuple[Arrival, asyncio.Future]]:
+        """The first waiting messages, up to `limit` of them and GROUP_COMMIT_BYTES (at
+        least one)."""
+        size = 0
+        for taken, (arrival, _) in enumerate(self.waiting):
+            size += len(arrival.raw)
+            if taken == self.limit or (taken and size > GROUP_COMMIT_BYTES):
+                break
+        else:
+            taken = len(self.waiting)
+        group, self.waiting = self.waiting[:taken], self.waiting[taken:]
+        return group
 
     async def settle(self) -> None:
         """Let the group being written finish (at shutdown)."""

@@ -194,7 +194,8 @@ def peak_memory(process: subprocess.Popen, port: int, to: str, big: list[bytes])
 
 def fresh_database(url: str) -> str:
     """An empty database of the bench's own: on the PostgreSQL server of `url` when it names
-    one (its name with `_bench_inbound` added, made anew), else an SQLite file under var/."""
+    one (its name with `_bench_inbound` added, made anew and dropped at the end), else an
+    SQLite file under var/."""
     if not url.startswith("postgres"):
         db_file = BASE / "var" / "bench-inbound.sqlite3"
         for suffix in ("", "-wal", "-shm"):
@@ -226,6 +227,21 @@ class Run:
 
     def worker(self) -> subprocess.Popen:
         return subprocess.Popen([*self.manage, "qcluster"], env=self.env)
+
+
+def drop_database(url: str) -> None:
+    """Drop the bench's PostgreSQL database (SQLite's file stays for a look, until the next
+    run)."""
+    if not url.startswith("postgres"):
+        return
+    import psycopg
+    from django.db import connections
+
+    connections.close_all()
+    parts = urlsplit(url)
+    server = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{parts.path.lstrip("/")}"')
 
 
 def main() -> None:
@@ -274,6 +290,7 @@ def main() -> None:
     finally:
         forward_sink.stop()
         dns.stop()
+        drop_database(env["DATABASE_URL"])
 
 
 def throughput(run: Run) -> None:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('conversations', '0003_routing_wakeup'),
+        ('conversations', '0004_inbound_authentication_and_retries'),
     ]
 
     operations = [

@@ -74,6 +74,9 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 VAR_DIR.mkdir(exist_ok=True)
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'iovox.sqlite3'}")}
+# Connections are kept between requests (and between the SMTP server's database jobs): opening
+# one costs more than most of what is done with it (on SQLite, its PRAGMAs too).
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web, worker and smtpd processes read while one of them writes; IMMEDIATE
     # transactions plus a busy timeout make writers queue instead of failing with "locked".
@@ -86,7 +89,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     _db_file = Path(DATABASES["default"]["NAME"])
     DATABASES["default"]["TEST"] = {"NAME": str(_db_file.with_name(f"test_{_db_file.name}"))}
 else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     # Parameters go to PostgreSQL beside the query, not written into its text: a large value
     # (a message's raw bytes) is then sent as it is, where client-side binding escaped it into

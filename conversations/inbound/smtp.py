@@ -157,7 +157,8 @@ class GroupCommit:
     commit and one worker wake-up for all that arrived while the previous group was being
     written (classic group commit). Each session still gets its answer only once its own
     row has committed (or the reply refusing it); when a group fails, every message in it
-    gets the failure (a 451)."""
+    gets the failure (a 451). A group holds GROUP_COMMIT_BYTES at most, so a large message
+    is written on its own."""
 
     def __init__(self, store, limit: int = GROUP_COMMIT_LIMIT):
         self.store_group = store

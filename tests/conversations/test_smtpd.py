@@ -196,9 +196,9 @@ def groups(monkeypatch):
     return sizes
 
 
-def send_concurrently(inbound_server, count: int) -> list:
+def send_concurrently(inbound_server, count: int, body: bytes = b"hello\r\n") -> list:
     def send(n: int):
-        raw = b"Subject: message %d\r\nMessage-ID: <g%d@example.net>\r\n\r\nhello\r\n" % (n, n)
+        raw = b"Subject: message %d\r\nMessage-ID: <g%d@example.net>\r\n\r\n" % (n, n) + body
         try:
             with inbound_server.client() as smtp:
                 smtp.ehlo("client.example")
@@ -218,6 +218,12 @@ def test_concurrent_sessions_share_one_transaction_and_each_gets_its_250(
     assert send_concurrently(inbound_server, 4) == [{}] * 4
     assert groups == [1, 3]
     assert InboundMessage.objects.count() == 4
+
+
+def test_large_messages_are_stored_in_groups_of_their_own(groups, inbound_server, addresses):
+    line = b"x" * 998 + b"\r\n"
+    assert send_concurrently(inbound_server, 4, body=line * 600) == [{}] * 4  # 600 KB each
+    assert groups == [1, 1, 1, 1]  # two would be over GROUP_COMMIT_BYTES (1 MB)
 
 
 def test_a_failed_group_gives_each_of_its_messages_a_451(

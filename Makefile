@@ -84,6 +84,7 @@ bench-small: dev
 	BENCH_SMALL=1 $(PY) bench/tracking.py
 	BENCH_SMALL=1 $(PY) bench/portal.py
 	BENCH_SMALL=1 $(PY) bench/webhooks.py
+	BENCH_SMALL=1 $(PY) bench/inbound.py
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3* .pytest_cache

@@ -133,3 +133,17 @@ class InboundMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mail_from} -> {', '.join(self.rcpt_to)} ({self.status})"
+
+
+class InboundUsage(models.Model):
+    """How much of an inbound limit one client or one recipient has used in the current
+    window: the messages a client IP sent this minute, the bytes an alias received today
+    (conversations/inbound/limits.py). One row per client or recipient, its window moved on
+    by the first message of the next one."""
+
+    key = models.CharField(max_length=300, unique=True)  # "client:192.0.2.1", "recipient:a@b"
+    window_start = models.BigIntegerField()  # Unix time the window began
+    amount = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.amount}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conversations.inbound import routing
+from conversations.inbound.limits import usage_purge
 from conversations.inbound.receive import inbound_messages_purge, inbound_retry_due
 from tracking import worker
 
@@ -21,5 +22,7 @@ def routing_turn() -> bool:
 
 
 def inbound_purge() -> int:
-    """Scheduled: drop raw inbound mail past its retention."""
+    """Scheduled: drop raw inbound mail past its retention (how many messages), and the
+    limits' usage counts past their window."""
+    usage_purge()
     return inbound_messages_purge()

@@ -74,6 +74,9 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 VAR_DIR.mkdir(exist_ok=True)
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'iovox.sqlite3'}")}
+# Connections are kept between requests (and between the SMTP server's database jobs): opening
+# one costs more than most of what is done with it (on SQLite, its PRAGMAs too).
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web, worker and smtpd processes read while one of them writes; IMMEDIATE
     # transactions plus a busy timeout make writers queue instead of failing with "locked".
@@ -86,8 +89,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     _db_file = Path(DATABASES["default"]["NAME"])
     DATABASES["default"]["TEST"] = {"NAME": str(_db_file.with_name(f"test_{_db_file.name}"))}
 else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Parameters go to PostgreSQL beside the query, not written into its text: a large value
+    # (a message's raw bytes) is then sent as it is, where client-side binding escaped it into
+    # a SQL literal and held several copies of it (a 20 MB message took 9 times its size of
+    # smtpd's memory to store, 2 times with this).
+    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "tracking.User"
@@ -144,6 +151,16 @@ SMTP_TIMEOUT = env.float("SMTP_TIMEOUT", default=30.0)
 SMTP_HELO_NAME = env("SMTP_HELO_NAME", default="localhost")
 SMTPD_HOST = env("SMTPD_HOST", default="127.0.0.1")
 SMTPD_PORT = env.int("SMTPD_PORT", default=2525)
+# Inbound SMTP limits (conversations/inbound/limits.py); 0 turns one off. Connections are
+# counted per smtpd process, the others across all of them (in the database). A client is
+# an IPv4 address or an IPv6 /64.
+SMTPD_MAX_CONNECTIONS = env.int("SMTPD_MAX_CONNECTIONS", default=100)
+SMTPD_MAX_CONNECTIONS_PER_CLIENT = env.int("SMTPD_MAX_CONNECTIONS_PER_CLIENT", default=10)
+SMTPD_MESSAGES_PER_CLIENT_PER_MINUTE = env.int("SMTPD_MESSAGES_PER_CLIENT_PER_MINUTE", default=60)
+# Bytes of mail one alias or proxy address may receive per day (UTC).
+SMTPD_DAILY_BYTES_PER_RECIPIENT = env.int(
+    "SMTPD_DAILY_BYTES_PER_RECIPIENT", default=100 * 1024 * 1024
+)
 EMAIL_RETRY_SCHEDULE = [
     int(s) for s in env.list("EMAIL_RETRY_SCHEDULE", default=["60", "300", "900", "1800", "3600"])
 ]

@@ -90,9 +90,10 @@ _FIELD_NAME = re.compile(rb"^([^ \t\r\n:][^\r\n:]*?)[ \t]*:", re.MULTILINE)
 def loop_reason(raw: bytes) -> str:
     """Why this message must not be passed on again, or "" when it may be. Only the header
     names are read, with one regular expression: the SMTP server asks this of every message
-    before it answers."""
-    header_block, _ = split_message(raw)
-    names = [name.decode("ascii", "replace").lower() for name in _FIELD_NAME.findall(header_block)]
+    before it answers, so the header block is searched in place (no copy of a large message)."""
+    match = _HEADER_END.search(raw)
+    end = match.start() if match else len(raw)
+    names = [name.decode("ascii", "replace").lower() for name in _FIELD_NAME.findall(raw, 0, end)]
     if LOOP_HEADER.lower() in names:
         return f"mail loop: the message already carries our {LOOP_HEADER} header"
     hops = names.count("received")

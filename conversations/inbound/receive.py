@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection
-from django.db.models.sql import InsertQuery
+from django.db import transaction
 from django.utils import timezone
 
+from conversations.inbound.limits import Usage, client_of, usage_claim
 from conversations.inbound.mime import Envelope, loop_reason, received_header
 from conversations.models import InboundMessage
 from tracking.text import text_safe
@@ -26,43 +26,34 @@ class Arrival:
     raw: bytes
 
 
-def inbound_receive(*, envelope: Envelope, recipients: list[str], raw: bytes) -> InboundMessage:
-    """Store one message: `inbound_receive_many` of one."""
-    return inbound_receive_many([Arrival(envelope, recipients, raw)])[0]
+@dataclass
+class Receipts:
+    """What storing a group of arrivals came to."""
+
+    # Per arrival: its stored row, or the SMTP reply refusing it (a limit was reached).
+    outcomes: list[InboundMessage | str]
+    # The limits' totals after the store, each key's (window start, amount): see RecentUsage.
+    usage: dict[str, tuple[int, int]]
 
 
-def inbound_receive_many(arrivals: Sequence[Arrival]) -> list[InboundMessage]:
-    """Store messages, in one transaction (one durable commit for all of them), each with our
-    Received trace line on top, as `pending` or, when it is in a mail loop, as `refused` with
-    the reason, so the SMTP server can refuse it. Only the header names are read here; the
-    worker's routing loop reads the rest once it finds them (tracking/worker.py)."""
-    rows = inbound_rows(arrivals)
-    if len(rows) == 1:
-        # One INSERT on its own commits by itself: bulk_create's transaction would add a
-        # BEGIN and a COMMIT round trip.
-        rows[0].save(force_insert=True)
-        return rows
-    # bulk_create: one INSERT (a long list in batches), in one transaction.
-    return InboundMessage.objects.bulk_create(rows)
-
-
-def inbound_rows(arrivals: Sequence[Arrival]) -> list[InboundMessage]:
-    """The unsaved rows of arriving messages: each with our Received trace line on top,
-    `pending`, or `refused` with the reason when it is in a mail loop."""
-    return [_inbound_row(arrival) for arrival in arrivals]
-
-
-def inbound_insert_statement(rows: Sequence[InboundMessage]) -> tuple[str, list]:
-    """The one INSERT ... RETURNING id that stores `rows`, as Django's compiler writes it for
-    bulk_create (PostgreSQL), for a connection other than Django's own (the SMTP server's
-    asynchronous one). Compiling it needs no database connection."""
-    opts = InboundMessage._meta
-    query = InsertQuery(InboundMessage)
-    query.insert_values([f for f in opts.concrete_fields if not f.primary_key], rows)
-    compiler = query.get_compiler(connection=connection)
-    compiler.returning_fields = [opts.pk]
-    ((sql, params),) = compiler.as_sql()
-    return sql, list(params)
+def inbound_receive_many(arrivals: Sequence[Arrival]) -> Receipts:
+    """Store the messages that fit the limits (conversations/inbound/limits.py), in one
+    transaction (one durable commit for all of them), each with our Received trace line on
+    top, as `pending` or, when it is in a mail loop, as `refused` with the reason, so the SMTP
+    server can refuse it. Only the header names are read here; the worker's routing loop reads
+    the rest once it finds them (tracking/worker.py)."""
+    usage = [
+        Usage(client_of(arrival.envelope.peer), arrival.recipients, len(arrival.raw))
+        for arrival in arrivals
+    ]
+    with transaction.atomic():
+        refusals, totals = usage_claim(usage)
+        outcomes = [
+            refusal or _inbound_row(arrival)
+            for arrival, refusal in zip(arrivals, refusals, strict=True)
+        ]
+        InboundMessage.objects.bulk_create([o for o in outcomes if not isinstance(o, str)])
+    return Receipts(outcomes, totals)
 
 
 def _inbound_row(arrival: Arrival) -> InboundMessage:

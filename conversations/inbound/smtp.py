@@ -1,11 +1,11 @@
 """The inbound SMTP server (aiosmtpd).
 
 One event loop serves every connection, so nothing here blocks it: each database step (is this
-recipient ours? store these messages) runs in a small thread pool, but for the one done for
-every message on PostgreSQL, storing it, which the loop does itself over an asynchronous
-connection (AsyncStore). A recipient is judged at RCPT TO on its own (550 5.1.1 when it is not
-an alias, a proxy address or a bounce address of ours); the message is stored before the 250
-answer, and a failure to store it is a 451 so the sender retries: an accepted message is never
+recipient ours? store these messages) runs in a small thread pool, on PostgreSQL and SQLite
+alike. A connection past the limits gets a 421 before its session starts (limits.py). A
+recipient is judged at RCPT TO on its own (550 5.1.1 when it is not an alias, a proxy address
+or a bounce address of ours); the message is stored before the 250 answer if it fits the
+limits, and a failure to store it is a 451 so the sender retries: an accepted message is never
 lost. Routing happens afterwards, in the worker.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import socket
 import threading
 import time
@@ -22,13 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import TypeVar
 
-import psycopg
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
-from conversations.inbound import receive
+from conversations.inbound.limits import ConnectionGate, OpenConnections, RecentUsage, client_of
 from conversations.inbound.mime import Envelope
 from conversations.inbound.receive import Arrival, inbound_receive_many
 from conversations.inbound.recipients import address_normalize, recipient_resolve
@@ -44,6 +42,10 @@ DB_THREADS = 8
 MAX_RECIPIENTS = 100
 # Messages stored in one transaction at most (see GroupCommit).
 GROUP_COMMIT_LIMIT = 100
+# Bytes of mail stored in one transaction at most (a larger message is stored on its own): the
+# database driver holds a few copies of what one statement writes, so this bounds the memory a
+# store takes, whatever the sizes of the messages that wait for it.
+GROUP_COMMIT_BYTES = 1024 * 1024
 # How long an address found to be ours is believed without asking the database again (see
 # KnownRecipients).
 RECIPIENT_CACHE_SECONDS = 10.0
@@ -53,21 +55,21 @@ HEALTH_CHECK_SECONDS = 1.0
 T = TypeVar("T")
 
 
-# An in-memory SQLite database (the test suite's) is shared between threads with table locks
-# and no busy timeout: its users must take turns.
-_MEMORY_DB_TURN = threading.Lock()
+# An in-memory SQLite database is shared between threads with table locks and no busy
+# timeout: its users must take turns.
+_in_memory_sqlite_lock = threading.Lock()
 
 
-def _turn():
+def _one_at_a_time_if_in_memory_sqlite():
     in_memory = connection.vendor == "sqlite" and connection.is_in_memory_db()
-    return _MEMORY_DB_TURN if in_memory else nullcontext()
+    return _in_memory_sqlite_lock if in_memory else nullcontext()
 
 
-class _Checked(threading.local):
+class _LastHealthCheck(threading.local):
     at = float("-inf")  # when this thread's connection was last checked (time.monotonic)
 
 
-_checked = _Checked()
+_last_health_check = _LastHealthCheck()
 
 
 def _db_call(func: Callable[..., T], *args) -> T:
@@ -82,7 +84,7 @@ def _db_call(func: Callable[..., T], *args) -> T:
     written; the job is then run once more on a checked connection, so the sender gets its
     answer rather than a 451. (Should it break during the commit instead, the message may
     be stored twice, as it would be when the sender sends it again after a 451.)"""
-    with _turn():
+    with _one_at_a_time_if_in_memory_sqlite():
         for attempt in (1, 2):
             checked = _job_start(check=attempt > 1)
             try:
@@ -101,16 +103,16 @@ def _db_call(func: Callable[..., T], *args) -> T:
 def _job_start(*, check: bool) -> bool:
     """Ready this thread's connection for a job; whether it is checked before its use."""
     now = time.monotonic()
-    if not check and _persistent() and now - _checked.at < HEALTH_CHECK_SECONDS:
+    if not check and _persistent() and now - _last_health_check.at < HEALTH_CHECK_SECONDS:
         return False
     close_old_connections()
-    _checked.at = now
+    _last_health_check.at = now
     return True
 
 
 def _job_end(*, failed: bool) -> None:
     if failed:
-        _checked.at = float("-inf")  # checked before its next use
+        _last_health_check.at = float("-inf")  # checked before its next use
     if failed or not _persistent():
         close_old_connections()
 
@@ -123,91 +125,6 @@ def _resolve(address: str) -> str | None:
     """The address as we know it (normalized), or None when it is not ours."""
     recipient = recipient_resolve(address)
     return recipient.address if recipient else None
-
-
-class AsyncStore:
-    """Stores a group of messages from the event loop itself, over an asynchronous psycopg
-    connection of its own (PostgreSQL): one INSERT, compiled by Django from the model
-    (`inbound_insert_statement`), committed by itself (autocommit, synchronous_commit as
-    configured: durable by default) before the 250.
-
-    A thread pool costs every group two thread switches and has the database thread wait
-    for the interpreter lock while the loop serves other sessions; measured on the server
-    alone, 0.71 -> 0.52 ms of CPU a message and 40% more messages a second.
-
-    A connection that broke since its last use (a database restart) fails at once; the group
-    is then written once more on a new connection, as `_db_call` does for the thread pool."""
-
-    def __init__(self) -> None:
-        self.connection: psycopg.AsyncConnection | None = None
-
-    async def store(self, arrivals: list[Arrival]) -> list[InboundMessage]:
-        rows = receive.inbound_rows(arrivals)
-        sql, params = receive.inbound_insert_statement(rows)
-        for attempt in (1, 2):
-            fresh = self.connection is None
-            try:
-                if self.connection is None:
-                    self.connection = await self._connect()
-                async with self.connection.cursor() as cursor:
-                    await cursor.execute(sql, params)
-                    ids = [row[0] for row in await cursor.fetchall()]
-                break
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                await self.close()
-                if fresh or attempt == 2:
-                    raise
-                log.warning("a database connection had broken (%s); trying on a new one", exc)
-        for row, pk in zip(rows, ids, strict=True):
-            row.pk = pk
-            row._state.adding, row._state.db = False, connection.alias  # as bulk_create does
-        return rows
-
-    async def _connect(self) -> psycopg.AsyncConnection:
-        # Django's own connection settings (OPTIONS, the test database's name, its adapters);
-        # its cursor class is a synchronous one, so the asynchronous counterpart instead.
-        params = connection.get_connection_params()
-        params.pop("cursor_factory", None)
-        new = await psycopg.AsyncConnection.connect(
-            **params, autocommit=True, cursor_factory=psycopg.AsyncClientCursor
-        )
-        if role := connection.settings_dict["OPTIONS"].get("assume_role"):
-            try:
-                await new.execute("SET ROLE %s", [role])  # as Django does for its own
-            except BaseException:
-                await new.close()
-                raise
-        return new
-
-    async def close(self) -> None:
-        if self.connection is not None:
-            connection_, self.connection = self.connection, None
-            await connection_.close()
-
-
-# The usual argument of MAIL FROM and RCPT TO: <local@domain> with a dot-atom local part and a
-# plain domain name, then nothing or ESMTP parameters (no comment, no quoted pair).
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_PATH = re.compile(
-    rf"<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>([^(\\\r\n]*)\Z"
-)
-
-
-class InboundSMTP(SMTP):
-    """aiosmtpd's SMTP with a fast path for plain addresses: aiosmtpd reads every address of
-    MAIL FROM and RCPT TO with the email package's RFC 5322 parser (and builds a class per
-    call), 40 microseconds twice a message, a tenth of the server's time. A plain
-    `<local@domain>` gets the answer the parser gives (tested against it); anything else
-    (quoted local parts, address literals, source routes, comments) still goes through it."""
-
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        match = _PLAIN_PATH.match(arg)
-        if match is None:
-            return super()._getaddr(arg)
-        address = match.group(1)
-        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
-            return None, None
-        return address, match.group(2).lstrip(" \t")
 
 
 class KnownRecipients:
@@ -231,10 +148,12 @@ class KnownRecipients:
 
 
 class GroupCommit:
-    """Stores the messages of concurrent sessions together: one transaction and one durable
-    commit for all that arrived while the previous group was being written (classic group
-    commit). Each session still gets its answer only once its own
-    row has committed; when a group fails, every message in it gets the failure (a 451)."""
+    """Stores the messages of concurrent sessions together: one transaction and one
+    durable commit for all that arrived while the previous group was being
+    written (classic group commit). Each session still gets its answer only once its own
+    row has committed (or the reply refusing it); when a group fails, every message in it
+    gets the failure (a 451). A group holds GROUP_COMMIT_BYTES at most, so a large message
+    is written on its own."""
 
     def __init__(self, store, limit: int = GROUP_COMMIT_LIMIT):
         self.store_group = store
@@ -242,7 +161,7 @@ class GroupCommit:
         self.waiting: list[tuple[Arrival, asyncio.Future]] = []
         self.writer: asyncio.Task | None = None
 
-    async def store(self, arrival: Arrival) -> InboundMessage:
+    async def store(self, arrival: Arrival) -> InboundMessage | str:
         future = asyncio.get_running_loop().create_future()
         self.waiting.append((arrival, future))
         if self.writer is None:
@@ -252,7 +171,7 @@ class GroupCommit:
     async def _write(self) -> None:
         try:
             while self.waiting:
-                group, self.waiting = self.waiting[: self.limit], self.waiting[self.limit :]
+                group = self._next_group()
                 try:
                     stored = await self.store_group([arrival for arrival, _ in group])
                 except BaseException as exc:
@@ -268,6 +187,19 @@ class GroupCommit:
         finally:
             self.writer = None
 
+    def _next_group(self) -> list[tuple[Arrival, asyncio.Future]]:
+        """The first waiting messages, up to `limit` of them and GROUP_COMMIT_BYTES (at
+        least one)."""
+        size = 0
+        for taken, (arrival, _) in enumerate(self.waiting):
+            size += len(arrival.raw)
+            if taken == self.limit or (taken and size > GROUP_COMMIT_BYTES):
+                break
+        else:
+            taken = len(self.waiting)
+        group, self.waiting = self.waiting[:taken], self.waiting[taken:]
+        return group
+
     async def settle(self) -> None:
         """Let the group being written finish (at shutdown)."""
         if self.writer is not None:
@@ -275,24 +207,32 @@ class GroupCommit:
 
 
 class InboundHandler:
-    """aiosmtpd hooks: judge each recipient, store each message."""
+    """aiosmtpd's handler hooks: refuse a client or recipient over its limit early, judge
+    each recipient, store each message."""
 
-    def __init__(self, executor: ThreadPoolExecutor, store: AsyncStore | None = None):
+    def __init__(self, executor: ThreadPoolExecutor):
         self.executor = executor
-        self.store = store
         self.known = KnownRecipients()
+        self.recent_usage = RecentUsage()
         self.group_commit = GroupCommit(self.store_group)
 
     async def _run(self, func, *args):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, _db_call, func, *args)
 
-    async def store_group(self, arrivals: list[Arrival]) -> list[InboundMessage]:
-        """Store a group of messages (one durable commit), before any 250; the worker's
-        routing loop finds them (tracking/worker.py)."""
-        if self.store is not None:
-            return await self.store.store(arrivals)
-        return await self._run(inbound_receive_many, arrivals)  # SQLite: the pool's way
+    async def store_group(self, arrivals: list[Arrival]) -> list[InboundMessage | str]:
+        """Store a group of messages (one durable commit), before any 250; each one's row, or
+        the reply refusing it. The worker's routing loop finds them (tracking/worker.py)."""
+        receipts = await self._run(inbound_receive_many, arrivals)
+        self.recent_usage.update(receipts.usage)
+        return receipts.outcomes
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope, address, options):
+        if refusal := self.recent_usage.mail_refusal(client_of(_peer(session.peer))):
+            return refusal
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope, address, options):
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
@@ -307,14 +247,15 @@ class InboundHandler:
             if recipient is None:
                 return "550 5.1.1 No such recipient here"
             self.known.add(recipient)
+        size = _declared_size(envelope.mail_options)
+        if refusal := self.recent_usage.rcpt_refusal(recipient, size):
+            return refusal
         if recipient not in envelope.rcpt_tos:
             envelope.rcpt_tos.append(recipient)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope):
-        raw = envelope.original_content or envelope.content or b""
-        if isinstance(raw, str):
-            raw = raw.encode("utf-8", "surrogateescape")
+        raw = envelope.original_content or b""
         details = Envelope(
             # aiosmtpd gives the null reverse-path of bounces and auto-replies as "<>".
             mail_from="" if envelope.mail_from in (None, "<>") else envelope.mail_from,
@@ -322,15 +263,18 @@ class InboundHandler:
             peer=_peer(session.peer),
         )
         try:
-            inbound = await self.group_commit.store(Arrival(details, list(envelope.rcpt_tos), raw))
+            outcome = await self.group_commit.store(Arrival(details, list(envelope.rcpt_tos), raw))
         except Exception:
             log.exception("could not store a message from %s", details.mail_from)
             return "451 4.3.0 Message not stored, please try again later"
-        if inbound.status == InboundMessage.Status.REFUSED:
-            log.info("refused inbound %s: %s", inbound.pk, inbound.error)
-            return f"554 5.4.6 {inbound.error}"
-        log.info("stored inbound %s for %s", inbound.pk, ", ".join(envelope.rcpt_tos))
-        return f"250 2.0.0 OK queued as {inbound.pk}"
+        if isinstance(outcome, str):
+            log.info("refused a message from %s (%s): %s", details.peer, details.mail_from, outcome)
+            return outcome
+        if outcome.status == InboundMessage.Status.REFUSED:
+            log.info("refused inbound %s: %s", outcome.pk, outcome.error)
+            return f"554 5.4.6 {outcome.error}"
+        log.info("stored inbound %s for %s", outcome.pk, ", ".join(envelope.rcpt_tos))
+        return f"250 2.0.0 OK queued as {outcome.pk}"
 
 
 def _peer(peer) -> str:
@@ -339,21 +283,35 @@ def _peer(peer) -> str:
     return str(peer or "")
 
 
+def _declared_size(mail_options: list[str]) -> int:
+    """The SIZE a client declared at MAIL FROM (RFC 1870), or 0; aiosmtpd has checked it is
+    a number within MAX_MESSAGE_SIZE."""
+    for option in mail_options:
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return 0
+
+
 async def serve(host: str, port: int, *, ready=None, stop: asyncio.Event | None = None) -> None:
     """Listen on host:port until `stop` is set; `ready(port)` is called with the bound port
     (useful with port 0)."""
     executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="smtpd-db")
-    store = AsyncStore() if connection.vendor == "postgresql" else None
-    handler = InboundHandler(executor, store)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: InboundSMTP(
+    handler = InboundHandler(executor)
+    connections = OpenConnections()
+
+    def new_session() -> SMTP:
+        return SMTP(
             handler,
             data_size_limit=settings.MAX_MESSAGE_SIZE,
             hostname=settings.SMTP_HELO_NAME,
             ident="iovox inbound",
             timeout=60,
-        ),
+        )
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: ConnectionGate(connections, new_session),
         host=host,
         port=port,
         family=socket.AF_INET if ":" not in host else socket.AF_INET6,
@@ -368,6 +326,4 @@ async def serve(host: str, port: int, *, ready=None, stop: asyncio.Event | None 
         server.close()
         await server.wait_closed()
         await handler.group_commit.settle()
-        if store is not None:
-            await store.close()
         executor.shutdown(wait=True)

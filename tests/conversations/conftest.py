@@ -36,12 +36,15 @@ class InboundServer:
     host: str
     port: int
 
-    def client(self) -> smtplib.SMTP:
-        return smtplib.SMTP(self.host, self.port, timeout=10)
+    def client(self, source: str = "127.0.0.1") -> smtplib.SMTP:
+        """A client connected from `source` (another loopback address is another client)."""
+        return smtplib.SMTP(self.host, self.port, timeout=10, source_address=(source, 0))
 
-    def send(self, raw: bytes, *, mail_from: str, to: list[str] | str) -> dict:
+    def send(
+        self, raw: bytes, *, mail_from: str, to: list[str] | str, source: str = "127.0.0.1"
+    ) -> dict:
         """Send one message; the refused recipients, as smtplib reports them."""
-        with self.client() as smtp:
+        with self.client(source) as smtp:
             return smtp.sendmail(mail_from, [to] if isinstance(to, str) else to, raw)
 
 

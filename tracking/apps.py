@@ -11,6 +11,7 @@ class TrackingConfig(AppConfig):
         # would miss that first request's start in each process, and that request's tracking
         # hit would be written at once rather than batched.
         import tracking.buffering  # noqa: F401
+        from tracking import checks  # noqa: F401 (registers the system checks)
         from tracking.delivery.dkim import dkim_key_cache
         from tracking.models import ApiCredential, DkimKey, Link
         from tracking.services.accounts import credential_cache

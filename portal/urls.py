@@ -33,4 +33,5 @@ urlpatterns = [
     path("communications/", views.communications, name="communications"),
     path("communications/export.csv", views.communications_export, name="communications_export"),
     path("messages/<str:message_id>", views.message_detail, name="message_detail"),
+    path("messages/<str:message_id>/preview", views.message_preview, name="message_preview"),
 ]

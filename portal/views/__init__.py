@@ -16,7 +16,7 @@ from portal.views.directory import (
     node_edit,
     nodes,
 )
-from portal.views.messages import message_detail
+from portal.views.messages import message_detail, message_preview
 
 __all__ = [
     "communications",
@@ -31,6 +31,7 @@ __all__ = [
     "link_edit",
     "link_generate_alias",
     "message_detail",
+    "message_preview",
     "node_create",
     "node_edit",
     "nodes",

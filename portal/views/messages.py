@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from csp.decorators import csp
 from django.db.models.functions import Length
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from conversations.models import Conversation
 from portal.decorators import account_required
@@ -14,13 +16,22 @@ from tracking.models import Message
 
 # Shown to the account manager, the message must not phone home: a remote image or a click in
 # the preview would hit the tracking pixel or a click URL and count as the recipient's open.
-# The frame is sandboxed (no scripts, no popups) and this policy blocks every fetch but inline
-# images; links open as popups, which the sandbox refuses.
-PREVIEW_HEAD = (
-    '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-    "style-src 'unsafe-inline'; img-src data:; font-src data:\">"
-    '<base target="_blank">'
-)
+# It is served on its own URL with a policy of its own (the page's strict policy would also
+# refuse the message's inline styles, and a frame's srcdoc inherits it): every fetch is
+# blocked but inline images, and the document is sandboxed (no scripts, forms or popups)
+# whether framed by the message page, which sandboxes it too, or opened on its own. Links
+# open as popups, which the sandbox refuses.
+PREVIEW_POLICY = {
+    "default-src": "'none'",
+    "style-src": "'unsafe-inline'",
+    "img-src": "data:",
+    "font-src": "data:",
+    "base-uri": "'none'",
+    "form-action": "'none'",
+    "frame-ancestors": "'self'",
+    "sandbox": [True],
+}
+PREVIEW_HEAD = '<base target="_blank">'
 
 
 @account_required
@@ -45,10 +56,18 @@ def message_detail(request: HttpRequest, message_id: str) -> HttpResponse:
         "portal/message_detail.html",
         {
             "message": message,
-            "preview": PREVIEW_HEAD + message.html_content if message.html_content else "",
             "timeline": message_timeline(message, attempts, events),
             "attachments": attachments,
             "thread": thread,
             "conversation": conversation,
         },
     )
+
+
+@xframe_options_sameorigin
+@csp(PREVIEW_POLICY)
+@account_required
+def message_preview(request: HttpRequest, message_id: str) -> HttpResponse:
+    """The message's HTML, for the message page's sandboxed frame."""
+    message = access.get_message_for_account(request.account, message_id)
+    return HttpResponse(PREVIEW_HEAD + message.html_content, content_type="text/html")

@@ -133,6 +133,9 @@ TRACKING_EVENT_BUFFER_MAX = env.int("TRACKING_EVENT_BUFFER_MAX", default=50000)
 # A click this soon after delivery (seconds), or this many clicks within a second, is a scanner.
 TRACKING_SCANNER_WINDOW = env.float("TRACKING_SCANNER_WINDOW", default=10.0)
 TRACKING_BURST_CLICKS = env.int("TRACKING_BURST_CLICKS", default=3)
+# Raw events kept per message: its first and its most recent; its counters count them all.
+TRACKING_EVENTS_KEPT_FIRST = env.int("TRACKING_EVENTS_KEPT_FIRST", default=100)
+TRACKING_EVENTS_KEPT_LAST = env.int("TRACKING_EVENTS_KEPT_LAST", default=100)
 ALIAS_DOMAIN = env("ALIAS_DOMAIN", default="iovox.email").lower()
 BOUNCE_DOMAIN = env("BOUNCE_DOMAIN", default="iovox.email").lower()
 # "ip[:port],..." for MX lookups; empty means the system resolver.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from csp.decorators import csp
+from django.conf import settings
+from django.core.paginator import Paginator
 from django.db.models.functions import Length
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -12,6 +14,7 @@ from conversations.models import Conversation
 from portal.decorators import account_required
 from portal.timeline import message_timeline
 from tracking import access
+from tracking.engagement.events import message_event_counts
 from tracking.models import Message
 
 # Shown to the account manager, the message must not phone home: a remote image or a click in
@@ -32,13 +35,16 @@ PREVIEW_POLICY = {
     "sandbox": [True],
 }
 PREVIEW_HEAD = '<base target="_blank">'
+# Opens and clicks on one page of the timeline (a message keeps at most
+# TRACKING_EVENTS_KEPT_FIRST + TRACKING_EVENTS_KEPT_LAST of them).
+EVENTS_PER_PAGE = 50
 
 
 @account_required
 def message_detail(request: HttpRequest, message_id: str) -> HttpResponse:
     message = access.get_message_for_account(request.account, message_id)
     attempts = list(message.attempts.all())
-    events = list(message.events.all())
+    events = Paginator(message.events.all(), EVENTS_PER_PAGE).get_page(request.GET.get("page"))
     attachments = message.attachments.defer("content").annotate(size=Length("content"))
     thread, conversation = [], None
     if message.conversation_id:
@@ -56,7 +62,11 @@ def message_detail(request: HttpRequest, message_id: str) -> HttpResponse:
         "portal/message_detail.html",
         {
             "message": message,
-            "timeline": message_timeline(message, attempts, events),
+            "timeline": message_timeline(message, attempts, list(events)),
+            "events": events,
+            "counts": message_event_counts(message),
+            "settings_kept_first": settings.TRACKING_EVENTS_KEPT_FIRST,
+            "settings_kept_last": settings.TRACKING_EVENTS_KEPT_LAST,
             "attachments": attachments,
             "thread": thread,
             "conversation": conversation,

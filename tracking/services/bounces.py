@@ -12,6 +12,7 @@ from django.db import transaction
 
 from tracking.delivery.state import message_transition
 from tracking.delivery.verp import verp_message_id
+from tracking.engagement.retention import events_store
 from tracking.models import Disposition, Message, TrackingEvent
 from tracking.text import text_safe
 
@@ -41,7 +42,7 @@ def bounce_process(*, raw: bytes, rcpt_to: str) -> Message | None:
         log.info("report for message %s is not a failure: %s", message.message_id, diagnostic)
         return message
     with transaction.atomic():
-        TrackingEvent.objects.create(message=message, kind=TrackingEvent.Kind.BOUNCE)
+        events_store(events=[TrackingEvent(message=message, kind=TrackingEvent.Kind.BOUNCE)])
         for _ in range(3):  # a claim may bump state_version under us; read it again
             if message.disposition != Disposition.SENT:
                 break

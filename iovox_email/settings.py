@@ -7,10 +7,13 @@ lists them all. A `.env` file beside manage.py is read when present.
 from __future__ import annotations
 
 import ipaddress
+import os
 from datetime import timedelta
 from pathlib import Path
 
 import environ
+
+from iovox_email.secret_key import secret_key_check_published, secret_key_from_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -18,10 +21,6 @@ VAR_DIR = BASE_DIR / "var"
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-SECRET_KEY = env(
-    "SECRET_KEY", default="dev-insecure-change-me-0123456789abcdefghijklmnopqrstuvwxyz"
-)
-DEBUG = env.bool("DEBUG", default=True)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -32,6 +31,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "csp",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -43,6 +43,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -140,6 +141,9 @@ TRACKING_EVENT_BUFFER_MAX = env.int("TRACKING_EVENT_BUFFER_MAX", default=50000)
 # A click this soon after delivery (seconds), or this many clicks within a second, is a scanner.
 TRACKING_SCANNER_WINDOW = env.float("TRACKING_SCANNER_WINDOW", default=10.0)
 TRACKING_BURST_CLICKS = env.int("TRACKING_BURST_CLICKS", default=3)
+# Raw events kept per message: its first and its most recent; its counters count them all.
+TRACKING_EVENTS_KEPT_FIRST = env.int("TRACKING_EVENTS_KEPT_FIRST", default=100)
+TRACKING_EVENTS_KEPT_LAST = env.int("TRACKING_EVENTS_KEPT_LAST", default=100)
 ALIAS_DOMAIN = env("ALIAS_DOMAIN", default="iovox.email").lower()
 BOUNCE_DOMAIN = env("BOUNCE_DOMAIN", default="iovox.email").lower()
 # "ip[:port],..." for MX lookups; empty means the system resolver.
@@ -221,6 +225,62 @@ WEBHOOK_RETENTION_DAYS = env.int("WEBHOOK_RETENTION_DAYS", default=30)
 # (0: asks every time): an endpoint added or enabled misses at most this much of the events
 # made in other processes.
 WEBHOOK_SUBSCRIPTION_CACHE_SECONDS = env.float("WEBHOOK_SUBSCRIPTION_CACHE_SECONDS", default=5)
+
+# --- Secrets, HTTPS and browser policies (docs/security.md) ---------------------------------
+# Safe unless asked otherwise: DEBUG off; no SECRET_KEY is ever a public string; HTTPS
+# everything (HSTS, secure cookies, redirect) when the public base URL is https.
+DEBUG = env.bool("DEBUG", default=False)
+# Signs click and pixel tokens, VERP bounce addresses (tracking/signatures.py) and sessions.
+# Unset: a random key generated into var/secret_key (0600) on first run and reused, which
+# suits one host; several hosts must share one key, so `check --deploy` fails on it.
+# Read as they are: django-environ would take a value starting with "$" for the name of
+# another variable, and a random key may start with one.
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+SECRET_KEY_FILE = None if SECRET_KEY else VAR_DIR / "secret_key"
+if SECRET_KEY_FILE:
+    SECRET_KEY = secret_key_from_file(SECRET_KEY_FILE)
+# Rotation: the new key in SECRET_KEY, the old ones here (comma-separated) until the mail
+# they signed no longer matters; what they signed still verifies meanwhile.
+SECRET_KEY_FALLBACKS = [k for k in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if k]
+secret_key_check_published(SECRET_KEY, *SECRET_KEY_FALLBACKS)
+
+HTTPS = env.bool("HTTPS", default=TRACKING_BASE_URL.startswith("https://"))
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=HTTPS)
+# Load balancers probe over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Behind a proxy that terminates TLS: the header it sets on every request (and strips from
+# the client's), e.g. X-Forwarded-Proto; without it SECURE_SSL_REDIRECT would loop.
+_proxy_ssl_header = env("SECURE_PROXY_SSL_HEADER", default="")
+if _proxy_ssl_header:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+# Preloading binds the whole registrable domain, which only its owner can decide: opt-in.
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Every page (portal, admin, API docs): scripts, styles and images of our own origin only;
+# no inline script or style, no eval, no plugins, not framed by others. The message preview
+# has a stricter policy of its own (portal/views/messages.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "frame-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+# --- end of secrets, HTTPS and browser policies ---------------------------------------------
 
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from iovox_email import views
 
@@ -9,7 +9,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("", include("tracking.engagement.urls")),
     path("rest/v1/schema", SpectacularAPIView.as_view(), name="schema"),
-    path("rest/v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("rest/v1/docs", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="docs"),
     # Conversations first: it owns POST /rest/v1/email (with or without a proxy domain).
     path("rest/v1/", include("conversations.api.urls")),
     path("rest/v1/", include("tracking.api.urls")),

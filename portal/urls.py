@@ -48,4 +48,5 @@ urlpatterns = [
     ),
     path("suppressions/", views.suppression_list, name="suppressions"),
     path("suppressions/remove", views.suppression_remove, name="suppression_remove"),
+    path("messages/<str:message_id>/preview", views.message_preview, name="message_preview"),
 ]

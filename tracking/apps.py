@@ -10,6 +10,7 @@ class TrackingConfig(AppConfig):
     def ready(self) -> None:
         from django_q.signals import post_spawn
 
+        import tracking.checks  # noqa: F401 (registers the system checks)
         from tracking import buffering, schedules, worker
         from tracking.delivery.dkim import dkim_key_cache
         from tracking.models import ApiCredential, DkimKey, Link

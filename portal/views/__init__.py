@@ -29,7 +29,7 @@ from portal.views.events import (
     webhook_test,
     webhook_toggle,
 )
-from portal.views.messages import message_detail
+from portal.views.messages import message_detail, message_preview
 
 __all__ = [
     "communications",
@@ -44,6 +44,7 @@ __all__ = [
     "link_edit",
     "link_generate_alias",
     "message_detail",
+    "message_preview",
     "node_create",
     "node_edit",
     "nodes",

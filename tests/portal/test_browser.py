@@ -1,7 +1,10 @@
 """The portal in a real browser: Debian's Chromium driven by Playwright against live_server.
 
-Each main page is saved as a screenshot in test-artifacts/. Without /usr/bin/chromium these
-tests skip, unless CHROMIUM_REQUIRED=1 (CI), where a missing browser is a failure."""
+Every page is shown with the site's Content-Security-Policy enforced, and a test fails on any
+violation it reports (an inline script or style, an eval), so the pages are shown to work
+under it. Each main page is saved as a screenshot in test-artifacts/. Without
+/usr/bin/chromium these tests skip, unless CHROMIUM_REQUIRED=1 (CI), where a missing browser
+is a failure."""
 
 from __future__ import annotations
 
@@ -65,9 +68,19 @@ def page(browser, live_server):
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda error: errors.append(str(error)))
+    # Chromium reports each violation of the Content-Security-Policy on the console.
+    violations: list[str] = []
+    tab.on(
+        "console",
+        lambda message: (
+            "Content Security Policy" in message.text and violations.append(message.text)
+        ),
+    )
+    tab.violations = violations
     yield tab
     context.close()
     assert errors == [], errors
+    assert violations == getattr(tab, "expected_violations", []), violations
 
 
 @pytest.fixture
@@ -219,6 +232,10 @@ def test_filter_communication_details_and_open_a_message(page, remote_images, al
     assert preview.locator("p").inner_text() == "Hello"
     page.wait_for_load_state("load")  # the frame and whatever it was allowed to fetch
     assert remote_images.hits == []
+    # The one violation is the preview's own policy refusing the message's remote image.
+    [blocked] = page.violations
+    assert "pixel.gif" in blocked and '"img-src data:"' in blocked
+    page.expected_violations = [blocked]
     shot(page, "message")
 
 
@@ -227,3 +244,62 @@ def test_contacts_page_in_the_browser(page, dealer):
     page.wait_for_url("**/contacts/")
     assert "Sales desk" in page.locator("table").inner_text()
     shot(page, "contacts")
+
+
+def test_an_injected_inline_script_does_not_run(page, dealer):
+    """What if some markup escaped escaping? The page as served, with an inline script and an
+    event-handler attribute slipped in: the policy keeps both from running."""
+    injected = (
+        "<script>window.injected = 'inline script ran'</script>"
+        '<img src="data:," onerror="window.injected = \'handler ran\'">'
+    )
+
+    def inject(route):
+        response = route.fetch()
+        body = response.text().replace(
+            '<main class="content">', '<main class="content">' + injected
+        )
+        route.fulfill(response=response, body=body)
+
+    log_in(page, "/nodes/")
+    page.wait_for_url("**/nodes/")
+    page.route("**/nodes/", inject)
+    response = page.reload()
+    page.wait_for_load_state("load")
+
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert page.evaluate("window.injected") is None
+    assert page.locator("#link-xyz789").is_visible()  # the page itself still works
+    assert len(page.violations) == 2
+    page.expected_violations = page.violations[:]
+
+
+def test_the_admin_works_under_the_policy(page, alice):
+    UserFactory(username="support", account=None, is_staff=True, is_superuser=True)
+    message = MessageFactory(link=LinkFactory(node__account=alice.account), subject="Quote #1")
+
+    page.goto("/admin/")
+    page.fill("input[name=username]", "support")
+    page.fill("input[name=password]", "password")
+    page.click("input[type=submit]")
+    page.wait_for_url("**/admin/")
+    page.get_by_role("link", name="Messages", exact=True).click()
+    page.wait_for_url("**/admin/tracking/message/")
+    assert str(message.message_id) in page.locator("#result_list").inner_text()
+    page.locator("#result_list tbody a").first.click()
+    page.wait_for_url("**/change/")
+    assert "Quote #1" in page.locator("#content").inner_text()
+    shot(page, "admin-message")
+
+
+def test_the_api_docs_work_under_the_policy(page):
+    page.goto("/rest/v1/docs")
+    operation = page.locator("#operations-nodes-nodes_list")
+    operation.locator(".opblock-summary").click()
+    operation.get_by_role("button", name="Try it out").click()
+    operation.get_by_role("button", name="Execute").click()
+    # The request went out (connect-src 'self') and its answer is shown: no credentials.
+    status = operation.locator(".live-responses-table tbody .response-col_status").first
+    status.wait_for()
+    assert status.inner_text().strip() == "401"
+    shot(page, "api-docs")

@@ -136,18 +136,30 @@ def test_extra_headers_are_listed(alice_portal, alice):
     assert "In-Reply-To: &lt;a@b.example&gt;" in page
 
 
-def test_the_html_content_is_shown_in_a_sandboxed_frame(alice_portal, alice):
+def test_the_html_content_is_shown_in_a_sandboxed_frame_with_a_policy_of_its_own(
+    alice_portal, alice
+):
     message = MessageFactory(
         link=LinkFactory(node__account=alice.account),
-        html_content='<p>Hi</p><script>alert("x")</script>',
+        html_content='<p style="color:red">Hi</p><script>alert("x")</script>',
     )
 
     page = alice_portal.get(f"/messages/{message.message_id}").content.decode()
+    preview = alice_portal.get(f"/messages/{message.message_id}/preview")
 
-    assert '<iframe class="html-preview" sandbox=""' in page
+    assert f'sandbox="" src="/messages/{message.message_id}/preview"' in page
     assert "<script>alert" not in page
-    # Remote fetches (the tracking pixel) are blocked inside the frame.
-    assert "Content-Security-Policy&quot; content=&quot;default-src &#x27;none&#x27;" in page
+    assert preview.content.decode() == '<base target="_blank">' + message.html_content
+    policy = preview["Content-Security-Policy"]
+    # Remote fetches (the tracking pixel) and scripts are blocked, the message's styles kept,
+    # and the document is sandboxed even when opened on its own.
+    assert "default-src 'none'" in policy and "style-src 'unsafe-inline'" in policy
+    assert "script-src" not in policy and "sandbox" in policy
+    assert preview["X-Frame-Options"] == "SAMEORIGIN"
+
+
+def test_bob_cannot_preview_alices_message(bob_portal, delivered):
+    assert bob_portal.get(f"/messages/{delivered.message_id}/preview").status_code == 404
 
 
 def test_a_conversation_message_shows_the_whole_thread(alice_portal, alice, bob):

@@ -12,7 +12,13 @@ from django.conf import settings
 from rest_framework import exceptions, serializers, status
 
 from tracking.api.fields import CharField, CopiedFieldsMixin
-from tracking.engagement.events import message_events
+from tracking.engagement.events import (
+    EVENTS_LIMIT,
+    EVENTS_MAX_LIMIT,
+    event_fields,
+    message_event_counts,
+    message_events_page,
+)
 from tracking.headers import header_value_validator
 from tracking.models import Account, Attachment, Link, Message
 from tracking.search import SearchQuery, search_rows
@@ -182,9 +188,18 @@ def message_search_fields(message: Message, *, account: Account) -> dict:
     return next(iter(search_rows(account=account, query=query)), {})
 
 
-def message_detail(message: Message, *, account: Account) -> dict:
+class EventPageSerializer(serializers.Serializer):
+    """`page` and `limit` of `GET /rest/v1/email/{message_id}`: which of the message's kept
+    events it lists, with the names the spec's search uses for its pages."""
+
+    page = serializers.IntegerField(min_value=1, max_value=1_000_000_000, default=1)
+    limit = serializers.IntegerField(min_value=1, max_value=EVENTS_MAX_LIMIT, default=EVENTS_LIMIT)
+
+
+def message_detail(message: Message, *, account: Account, page: int, limit: int) -> dict:
     """`GET /rest/v1/email/{message_id}`: the search fields, the subject, why the message
-    ended as it did (when known), its delivery attempts and its tracking events."""
+    ended as it did (when known), its delivery attempts, the counts of its opens, clicks and
+    bounces, and one page of the events it kept (`events_*` say which page of how many)."""
     detail = message_search_fields(message, account=account)
     detail["subject"] = message.subject
     if message.status_detail:
@@ -205,6 +220,11 @@ def message_detail(message: Message, *, account: Account) -> dict:
         }
         for attempt in message.attempts.all()
     ]
+    detail["event_counts"] = message_event_counts(message)
     # Each open and click says whether it looks like a person or a machine, and why.
-    detail["events"] = message_events(message)
+    events = message_events_page(message, page=page, limit=limit)
+    detail["events"] = [event_fields(event) for event in events.events]
+    detail["events_current_page"] = events.current_page
+    detail["events_total_pages"] = events.total_pages
+    detail["events_total_results"] = events.total_results
     return detail

@@ -8,7 +8,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tracking import access
-from tracking.api.email_serializers import SendEmailSerializer, message_detail
+from tracking.api.email_serializers import (
+    EventPageSerializer,
+    SendEmailSerializer,
+    message_detail,
+)
 
 SENT_RESPONSE = inline_serializer(
     "EmailAccepted",
@@ -31,10 +35,16 @@ class SendEmailView(APIView):
 
 
 class EmailDetailView(APIView):
-    @extend_schema(responses={200: OpenApiResponse(description="the message")})
+    @extend_schema(
+        parameters=[EventPageSerializer],
+        responses={200: OpenApiResponse(description="the message")},
+    )
     def get(self, request, message_id: str):
-        """One message of the caller's account: its search fields, subject, delivery attempts
-        and tracking events."""
+        """One message of the caller's account: its search fields, subject, delivery attempts,
+        the counts of its opens, clicks and bounces, and a page of the tracking events it
+        kept (its first and most recent ones): `page` (from 1) of `limit` events."""
+        paging = EventPageSerializer(data=request.query_params)
+        paging.is_valid(raise_exception=True)
         account = request.user.account
         message = access.get_message_for_account(account, message_id)
-        return Response(message_detail(message, account=account))
+        return Response(message_detail(message, account=account, **paging.validated_data))

@@ -11,7 +11,8 @@ Ctrl-C), in one transaction:
 - one SELECT of the batch's messages (their delivery date and read status),
 - one multi-row INSERT (a COPY on PostgreSQL) of the classified TrackingEvents
   (classification happens here, where the delivery date and the neighbouring clicks of each
-  message are known),
+  message are known) that a message still keeps, and an UPDATE of the messages' counters,
+  which count them all (tracking/engagement/retention.py),
 - a conditional UPDATE per still-unread message, sent together, that marks it read with the
   time of its first hit: `WHERE read_disposition = 'unread'`, so two writers racing never
   both set it.
@@ -43,6 +44,7 @@ from django.db import connection, transaction
 
 from tracking.buffering import AfterResponseBuffer
 from tracking.engagement.classify import HitFacts, clicks_nearby, hit_classify
+from tracking.engagement.retention import events_store
 from tracking.events import EventDraft, events_emit
 from tracking.models import EventType, Message, ReadDisposition, TrackingEvent
 
@@ -82,9 +84,10 @@ def tracking_events_flush() -> int:
 
 @transaction.atomic
 def tracking_events_write(*, hits: list[Hit]) -> int:
-    """Store hits as classified TrackingEvents (one INSERT) and mark their unread messages
-    read (one conditional UPDATE). Hits of messages that do not exist (any more) are dropped:
-    an unknown or deleted message records nothing. Returns the number of events stored."""
+    """Count hits as classified TrackingEvents on their messages, keep those the bound
+    allows (one INSERT), mark the unread messages read (one conditional UPDATE), and emit
+    their webhook events. Hits of messages that do not exist (any more) are dropped: an
+    unknown or deleted message records nothing. Returns the number of events counted."""
     messages = {
         row[0]: _MessageFacts(*row[1:])
         for row in Message.objects.filter(message_id__in={h.message_id for h in hits}).values_list(
@@ -94,7 +97,7 @@ def tracking_events_write(*, hits: list[Hit]) -> int:
     hits = [h for h in hits if h.message_id in messages]
     clicks = _click_times(hits, messages)
     events = [_event(hit, messages[hit.message_id], clicks) for hit in hits]
-    _events_insert(events)
+    events_store(events=events)
     first_reads: dict[int, datetime] = {}
     for hit in hits:
         facts = messages[hit.message_id]
@@ -125,30 +128,6 @@ def _event_draft(event: TrackingEvent, message: _MessageFacts) -> EventDraft:
         message.pk,
         {"event": {k: v for k, v in hit.items() if v not in (None, "")}},
     )
-
-
-_EVENT_COLUMNS = (
-    "message_id",
-    "kind",
-    "occurred_at",
-    "ip",
-    "user_agent",
-    "url",
-    "automated",
-    "automated_reason",
-)
-
-
-def _events_insert(events: list[TrackingEvent]) -> None:
-    """One multi-row INSERT; on PostgreSQL a COPY, which costs a third of it per row."""
-    if connection.vendor != "postgresql":
-        TrackingEvent.objects.bulk_create(events)
-        return
-    table = connection.ops.quote_name(TrackingEvent._meta.db_table)
-    with connection.cursor() as cursor:
-        with cursor.copy(f"COPY {table} ({', '.join(_EVENT_COLUMNS)}) FROM STDIN") as copy:
-            for event in events:
-                copy.write_row([getattr(event, column) for column in _EVENT_COLUMNS])
 
 
 def messages_mark_read(*, first_reads: dict[int, datetime]) -> int:

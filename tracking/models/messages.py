@@ -92,6 +92,13 @@ class Message(models.Model):
         max_length=8, choices=ReadDisposition.choices, default=ReadDisposition.UNREAD
     )
     read_first_date = models.DateTimeField(null=True, blank=True)
+    # Every open, click and bounce, counted (exactly, by atomic increments); only a bounded
+    # number are kept as TrackingEvents (tracking/engagement/retention.py).
+    open_count = models.PositiveBigIntegerField(default=0)
+    open_automated_count = models.PositiveBigIntegerField(default=0)
+    click_count = models.PositiveBigIntegerField(default=0)
+    click_automated_count = models.PositiveBigIntegerField(default=0)
+    bounce_count = models.PositiveBigIntegerField(default=0)
 
     # Delivery bookkeeping (tracking/delivery/claims.py). A claim for an attempt sets
     # claim_token and locked_until by conditional UPDATE, so two workers never hand the same
@@ -154,6 +161,11 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"{self.message_id} to {self.recipient_address} ({self.disposition})"
 
+    @property
+    def event_count(self) -> int:
+        """Opens, clicks and bounces ever recorded, kept or not."""
+        return self.open_count + self.click_count + self.bounce_count
+
 
 class Attachment(models.Model):
     class Disposition(models.TextChoices):
@@ -205,7 +217,8 @@ class DeliveryAttempt(models.Model):
 
 
 class TrackingEvent(models.Model):
-    """An open, a click or a bounce, classified as a person's or a machine's."""
+    """An open, a click or a bounce, classified as a person's or a machine's. A message keeps
+    its first and its most recent ones; its counters count them all."""
 
     class Kind(models.TextChoices):
         OPEN = "open", "Open"

@@ -178,21 +178,28 @@ def _fetch(page: QuerySet, limit: int) -> Iterator[tuple]:
         yield from page.iterator(chunk_size=CHUNK_SIZE)
 
 
-def message_rows(pks: list[int]) -> dict[int, dict[str, str]]:
-    """These messages as `GET /rest/v1/email/{message_id}` shows them (every available field,
-    shaped as search shapes them, plus `subject` and `status_detail`), by primary key, with
-    one query: what a webhook event's `data` is made of."""
+def message_rows(pks: list[int]) -> dict[int, dict[str, Any]]:
+    """These messages as `GET /rest/v1/email/{message_id}` shows them without their attempts
+    and events (every available field, shaped as search shapes them, plus `subject`,
+    `status_detail` and `event_counts`), by primary key, with one query: what a webhook
+    event's `data` is made of."""
+    from tracking.engagement.events import COUNTER_FIELDS, message_event_counts
+
     if not pks:
         return {}
     names = [*AVAILABLE_FIELDS, "subject", "status_detail"]
     columns = [_column(name) for name in AVAILABLE_FIELDS]
     rows = Message.objects.filter(pk__in=set(pks)).values_list(
-        "pk", *columns, "subject", "status_detail"
+        "pk", *columns, "subject", "status_detail", *COUNTER_FIELDS
     )
-    return {
-        pk: {name: value for name, value in zip(names, values, strict=True) if value}
-        for pk, *values in rows
-    }
+    found = {}
+    for pk, *values in rows:
+        fields, counters = values[: len(names)], values[len(names) :]
+        row: dict[str, Any] = {name: v for name, v in zip(names, fields, strict=True) if v}
+        counts = Message(**dict(zip(COUNTER_FIELDS, counters, strict=True)))
+        row["event_counts"] = message_event_counts(counts)
+        found[pk] = row
+    return found
 
 
 def total_pages(total: int, limit: int) -> int:

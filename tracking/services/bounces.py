@@ -25,6 +25,7 @@ from flufl.bounce import all_failures
 from tracking.bounces import bounce_classify, enhanced_code_in, reply_code_in
 from tracking.delivery.state import message_transition
 from tracking.delivery.verp import verp_message_id
+from tracking.engagement.retention import events_store
 from tracking.models import (
     BounceType,
     DeliveryAttempt,
@@ -87,7 +88,7 @@ def bounce_process(*, raw: bytes, rcpt_to: str) -> Message | None:
         permanent=report.permanent,
     )
     with transaction.atomic():
-        TrackingEvent.objects.create(message=message, kind=TrackingEvent.Kind.BOUNCE)
+        events_store(events=[TrackingEvent(message=message, kind=TrackingEvent.Kind.BOUNCE)])
         DeliveryAttempt.objects.create(
             message=message,
             mx_host=report.remote_mta[:253],

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
+from conversations import domains
 from conversations.inbound import routing
 from conversations.inbound.receive import (
     ROUTING,
@@ -50,3 +51,8 @@ def inbound_sweep() -> int:
 def inbound_purge() -> int:
     """Scheduled: drop raw inbound mail past its retention."""
     return inbound_messages_purge()
+
+
+def check_domains() -> int:
+    """Scheduled: our domains' DNS checked (as many as fit in the run's time); how many."""
+    return len(domains.domains_check(time_limit=domains.RUN_TIME_LIMIT))

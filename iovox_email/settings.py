@@ -144,6 +144,16 @@ SMTP_TIMEOUT = env.float("SMTP_TIMEOUT", default=30.0)
 SMTP_HELO_NAME = env("SMTP_HELO_NAME", default="localhost")
 SMTPD_HOST = env("SMTPD_HOST", default="127.0.0.1")
 SMTPD_PORT = env.int("SMTPD_PORT", default=2525)
+# What `check_domains` expects our domains to publish (docs/deliverability.md): the public
+# name of our inbound SMTP server, which the MX records of alias, proxy and bounce domains name;
+# the public addresses our mail leaves from (the workers', or the relay's), for which every
+# domain's SPF must pass; and, optionally, a domain whose SPF record lists those addresses, for
+# the other domains to include.
+SMTPD_PUBLIC_HOST = env("SMTPD_PUBLIC_HOST", default="").strip().lower().rstrip(".")
+SENDING_IPS = env.list("SENDING_IPS", default=[])
+SPF_INCLUDE = env("SPF_INCLUDE", default="").strip().lower().rstrip(".")
+# Days a replaced DKIM key's record stays published once its successor signs.
+DKIM_ROTATION_OVERLAP_DAYS = env.int("DKIM_ROTATION_OVERLAP_DAYS", default=7)
 EMAIL_RETRY_SCHEDULE = [
     int(s) for s in env.list("EMAIL_RETRY_SCHEDULE", default=["60", "300", "900", "1800", "3600"])
 ]

@@ -20,8 +20,8 @@ from django.utils import timezone
 from conversations import tasks
 from conversations.models import InboundMessage, RelayedMessageId
 from tests.conversations.conftest import PARTY_A, PARTY_B
-from tracking.delivery.dkim import dkim_key_generate
 from tracking.models import Message
+from tracking.services.dkim_keys import dkim_key_generate
 
 DEALER = "dealer.example.net"  # party A's domain
 

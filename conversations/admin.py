@@ -63,10 +63,11 @@ class ProxyDomainAdmin(admin.ModelAdmin):
     list_display = ["domain", "account", "created_at"]
     list_filter = [("account", admin.EmptyFieldListFilter)]
     search_fields = ["domain", "account__name"]
+    fields = ["domain", "account", "created_at"]
     actions = ["check_dns"]
 
     def get_readonly_fields(self, request, obj=None):
-        return [] if obj is None else ["domain"]
+        return ["created_at"] if obj is None else ["domain", "created_at"]
 
     def save_model(self, request, obj, form, change):
         if change:

@@ -21,9 +21,9 @@ retired. Our own domains get a key here if they have none (ALIAS_DOMAIN and BOUN
 which are settings, not rows, get theirs at the first check).
 
 Lookups go to DNS_NAMESERVERS, each bounded by DNS_TIMEOUT and all of a domain's by
-DOMAIN_TIME_LIMIT; the domain's own records are asked afresh at each check (pyspf's lookups
-for the domains an SPF record includes go through the delivery resolver's cache, which keeps
-an answer no longer than its TTL). The worker runs the check hourly (tracking/schedules.py) within
+DOMAIN_TIME_LIMIT. A domain's own records are asked afresh at each check, so a record just
+published is seen at once; pyspf's lookups of the domains an SPF record includes go through
+the delivery resolver's cache (tracking/delivery/mx.py), which keeps an answer for its TTL. The worker runs the check hourly (tracking/schedules.py) within
 RUN_TIME_LIMIT, the domains checked longest ago first; `manage.py check_domains` and the admin
 run it at once. Results are kept in DomainCheck, one row a domain.
 """
@@ -280,23 +280,32 @@ def _spf(domain: str, kinds: set[str], deadline: float) -> list[Finding]:
     if problem:
         return finding(UNKNOWN, problem)
     try:
-        published = [r for r in _txt(domain, deadline) if r.lower().startswith("v=spf1")]
+        published = [r for r in _txt(domain, deadline) if _is_spf(r)]
     except DnsUnavailable as exc:
         return finding(UNKNOWN, f"DNS did not answer: {exc}")
-    results = {str(ip): _spf_result(domain, str(ip), deadline) for ip in addresses}
-    shown = " | ".join(published) or "no SPF record"
-    if all(result == "pass" for result in results.values()):
-        return finding(OK, f"{shown}: passes for {', '.join(results)}")
-    if "temperror" in results.values():
-        return finding(UNKNOWN, f"{shown}: DNS did not answer while evaluating it")
-    if not published or set(results.values()) == {"none"}:
+    if not published:
         return finding(MISSING, "no SPF record: receivers cannot tell our servers may send for it")
+    if len(published) > 1:
+        shown = " | ".join(published)
+        return finding(WRONG, f"{shown}: several SPF records are an error (RFC 7208 4.5)")
+    record = published[0]
+    results = {str(ip): _spf_result(domain, record, str(ip), deadline) for ip in addresses}
+    if all(result == "pass" for result in results.values()):
+        return finding(OK, f"{record}: passes for {', '.join(results)}")
+    if "temperror" in results.values():
+        return finding(UNKNOWN, f"{record}: DNS did not answer while evaluating it")
     failing = ", ".join(f"{result} for {ip}" for ip, result in results.items() if result != "pass")
     return finding(
         WRONG,
-        f"{shown}: {failing}. Publish the record below, or, if other servers send for this "
+        f"{record}: {failing}. Publish the record below, or, if other servers send for this "
         f"domain too, add {mechanism} before the record's all.",
     )
+
+
+def _is_spf(record: str) -> bool:
+    """RFC 7208 section 4.5: an SPF record starts with exactly "v=spf1" and a space, or is
+    just that."""
+    return record.lower() == "v=spf1" or record.lower().startswith("v=spf1 ")
 
 
 def _sending_ips() -> tuple[list[ipaddress.IPv4Address | ipaddress.IPv6Address], str]:
@@ -312,8 +321,10 @@ def _sending_ips() -> tuple[list[ipaddress.IPv4Address | ipaddress.IPv6Address],
     return addresses, ""
 
 
-def _spf_result(domain: str, ip: str, deadline: float) -> str:
-    """pyspf's result for mail from `ip` with an envelope sender on `domain`."""
+def _spf_result(domain: str, record: str, ip: str, deadline: float) -> str:
+    """pyspf's result for mail from `ip` with an envelope sender on `domain` that publishes
+    `record` (looked up afresh: pyspf's own lookups, of the domains it includes, may come from
+    the delivery resolver's cache)."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         return "temperror"
@@ -324,7 +335,7 @@ def _spf_result(domain: str, ip: str, deadline: float) -> str:
             h=domain,
             timeout=min(float(settings.DNS_TIMEOUT), remaining),
             querytime=remaining,
-        ).check()
+        ).check(spf=record)
     except Exception:  # noqa: BLE001 - whatever pyspf trips on, this check is not ok
         log.warning("SPF evaluation of %s for %s failed", domain, ip, exc_info=True)
         return "temperror"

@@ -288,3 +288,20 @@ def test_adding_a_proxy_domain_again_keeps_its_key(dns):
     key = DkimKey.objects.get(domain=RELAY)
     proxy_domain_add(domain=RELAY, account=AccountFactory())
     assert list(DkimKey.objects.filter(domain=RELAY)) == [key]
+
+
+def test_what_dns_says_is_shown_without_control_characters_and_cut_short(dns, relay):
+    """Anyone's TXT record may hold terminal escapes or kilobytes: the command prints them."""
+    dns.add(RELAY, "TXT", '"v=spf1 \\027[2J ip4:192.0.2.1 -all"')
+    dns.add(f"_dmarc.{RELAY}", "TXT", " ".join(['"v=DMARC1; p=bogus' + "x" * 200 + '"'] * 10))
+    dns.add(relay.dns_name, "TXT", '"v=DKIM1; p; ;="')  # not a tag list
+    [row] = domains_check(domains=[RELAY])
+    assert (row.spf, row.dkim, row.dmarc) == ("wrong", "wrong", "wrong")
+    spf_detail = findings(row, "spf")[0]["detail"]
+    assert spf_detail.startswith("v=spf1 ?[2J ip4:192.0.2.1 -all: permerror for 127.0.0.1")
+    dmarc_detail = findings(row, "dmarc")[0]["detail"]
+    assert len(dmarc_detail) == 1000 and dmarc_detail.endswith("…")
+    out = io.StringIO()
+    with pytest.raises(SystemExit):
+        call_command("check_domains", RELAY, stdout=out)
+    assert "\x1b" not in out.getvalue()

@@ -220,7 +220,7 @@ def test_the_command_prints_each_record_and_what_to_publish(dns, relay):
     assert exit.value.code == 1
     text = out.getvalue()
     assert "relay.example (proxy)" in text
-    assert f"  MX    ok       relay.example\n        MX {INBOUND_HOST}\n" in text
+    assert f"  MX    ok              relay.example\n        MX {INBOUND_HOST}\n" in text
     assert f"        publish: {DMARC}\n" in text
     assert f"        publish: {relay.dns_record}\n" in text
     assert "3 record(s) to publish." in text

@@ -24,7 +24,7 @@ class Command(BaseCommand):
             self.stdout.write(f"{row.domain} ({row.kinds})")
             for finding in row.findings:
                 status = "could not check" if finding["status"] == "unknown" else finding["status"]
-                self.stdout.write(f"  {finding['check'].upper():5} {status:8} {finding['name']}")
+                self.stdout.write(f"  {finding['check'].upper():5} {status:15} {finding['name']}")
                 self.stdout.write(f"        {finding['detail']}")
                 if finding["status"] != "ok" and finding["record"]:
                     to_publish += 1

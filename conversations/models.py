@@ -147,3 +147,32 @@ class InboundUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}: {self.amount}"
+
+
+class DomainCheck(models.Model):
+    """What DNS said of one of our domains (alias, proxy, bounce) or of a customer's signing
+    domain at its last check (conversations/domains.py): each record's status and, where it is
+    not ok, the exact record to publish."""
+
+    class Status(models.TextChoices):
+        OK = "ok", "ok"
+        MISSING = "missing", "missing"
+        WRONG = "wrong", "wrong"
+        UNKNOWN = "unknown", "could not check"
+
+    domain = models.CharField(max_length=253, unique=True)
+    kinds = models.CharField(max_length=100, help_text="alias, proxy, bounce, signing, spf")
+    # "" where the check does not apply to the domain's kinds (MX of a signing domain).
+    mx = models.CharField("MX", max_length=10, choices=Status.choices, blank=True)
+    spf = models.CharField("SPF", max_length=10, choices=Status.choices, blank=True)
+    dkim = models.CharField("DKIM", max_length=10, choices=Status.choices, blank=True)
+    dmarc = models.CharField("DMARC", max_length=10, choices=Status.choices, blank=True)
+    # One entry a record looked at: {"check", "status", "name", "detail", "record"}.
+    findings = models.JSONField(default=list)
+    checked_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["domain"]
+
+    def __str__(self) -> str:
+        return self.domain

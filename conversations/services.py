@@ -14,6 +14,7 @@ from django.db.models import Q
 
 from conversations.models import Conversation, ProxyDomain, RelayedMessageId
 from tracking.models import Account, AliasDomain, Link, Message
+from tracking.services.dkim_keys import dkim_key_ensure, domain_normalise
 from tracking.services.messages import message_accept
 
 # The spec's example proxy address is "hn7m890cfqt234@example.com": 14 lower-case letters and
@@ -31,15 +32,19 @@ class ProxyDomainNotUsable(ValueError):
         self.domain = domain
 
 
+@transaction.atomic
 def proxy_domain_add(*, domain: str, account: Account | None = None) -> tuple[ProxyDomain, bool]:
-    """Make a proxy domain shared (no account) or private to one account. Idempotent: an
-    existing domain is moved to the given sharing."""
+    """Make a proxy domain shared (no account) or private to one account, with a DKIM key of
+    its own (pending until its record is published: docs/deliverability.md). Idempotent: an
+    existing domain is moved to the given sharing. InvalidKey when `domain` is not a domain
+    name."""
     proxy_domain, created = ProxyDomain.objects.get_or_create(
-        domain=domain.strip().lower(), defaults={"account": account}
+        domain=domain_normalise(domain), defaults={"account": account}
     )
     if not created and proxy_domain.account_id != (account.pk if account else None):
         proxy_domain.account = account
         proxy_domain.save(update_fields=["account"])
+    dkim_key_ensure(domain=proxy_domain.domain)
     return proxy_domain, created
 
 

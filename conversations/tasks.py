@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from conversations import domains
 from conversations.inbound import routing
 from conversations.inbound.limits import usage_purge
 from conversations.inbound.receive import inbound_messages_purge, inbound_retry_due
@@ -26,3 +27,8 @@ def inbound_purge() -> int:
     limits' usage counts past their window."""
     usage_purge()
     return inbound_messages_purge()
+
+
+def check_domains() -> int:
+    """Scheduled: our domains' DNS checked (as many as fit in the run's time); how many."""
+    return len(domains.domains_check(time_limit=domains.RUN_TIME_LIMIT))

@@ -165,6 +165,16 @@ SMTPD_MESSAGES_PER_CLIENT_PER_MINUTE = env.int("SMTPD_MESSAGES_PER_CLIENT_PER_MI
 SMTPD_DAILY_BYTES_PER_RECIPIENT = env.int(
     "SMTPD_DAILY_BYTES_PER_RECIPIENT", default=100 * 1024 * 1024
 )
+# What `check_domains` expects our domains to publish (docs/deliverability.md): the public
+# name of our inbound SMTP server, which the MX records of alias, proxy and bounce domains name;
+# the public addresses our mail leaves from (the workers', or the relay's), for which every
+# domain's SPF must pass; and, optionally, a domain whose SPF record lists those addresses, for
+# the other domains to include.
+SMTPD_PUBLIC_HOST = env("SMTPD_PUBLIC_HOST", default="").strip().lower().rstrip(".")
+SENDING_IPS = env.list("SENDING_IPS", default=[])
+SPF_INCLUDE = env("SPF_INCLUDE", default="").strip().lower().rstrip(".")
+# Days a replaced DKIM key's record stays published once its successor signs.
+DKIM_ROTATION_OVERLAP_DAYS = env.int("DKIM_ROTATION_OVERLAP_DAYS", default=7)
 EMAIL_RETRY_SCHEDULE = [
     int(s) for s in env.list("EMAIL_RETRY_SCHEDULE", default=["60", "300", "900", "1800", "3600"])
 ]

@@ -167,6 +167,37 @@ class DnsServer:
         return response
 
 
+def dkim_signatures(data: bytes, dns_server: DnsServer) -> list[tuple[str, bool]]:
+    """Each DKIM-Signature of a message, topmost first: its d= domain and whether it verifies
+    as a receiver would check it (dkimpy, keys looked up on `dns_server`)."""
+    import dkim
+    import dns.resolver
+
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [dns_server.host]
+    resolver.port = dns_server.port
+
+    def txt(name: bytes, timeout: int = 5) -> bytes | None:
+        try:
+            answer = resolver.resolve(name.decode().rstrip("."), "TXT", lifetime=2)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return None
+        return b"".join(b"".join(record.strings) for record in answer)
+
+    header = data.split(b"\r\n\r\n", 1)[0]
+    count = sum(1 for line in header.split(b"\r\n") if line.lower().startswith(b"dkim-signature:"))
+    verifier = dkim.DKIM(data)
+    results = []
+    for index in range(count):
+        verifier.signature_fields = {}
+        try:
+            ok = verifier.verify(idx=index, dnsfunc=txt)
+        except dkim.DKIMException:
+            ok = False
+        results.append((verifier.signature_fields.get(b"d", b"").decode(), bool(ok)))
+    return results
+
+
 def _txt_rdata(value: str) -> str:
     chunks = [value[i : i + 255] for i in range(0, len(value), 255)] or [""]
     return " ".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in chunks)

@@ -7,7 +7,6 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from tracking.delivery.dkim import InvalidKey, dkim_key_add, dkim_key_check
 from tracking.headers import header_value_validator
 from tracking.models import (
     Account,
@@ -16,7 +15,6 @@ from tracking.models import (
     Attachment,
     Contact,
     DeliveryAttempt,
-    DkimKey,
     Link,
     Message,
     Node,
@@ -30,6 +28,12 @@ from tracking.models.accounts import username_validator
 from tracking.models.directory import directory_id_validator
 from tracking.services.accounts import credential_create, credential_rotate
 from tracking.services.auth_throttle import auth_failures_reset
+from tracking.services.directory import alias_domain_add
+from tracking.services.dkim_keys import InvalidKey, domain_normalise
+
+DKIM_KEY_ADDED_HINT = (
+    "A DKIM key was made for it: publish the records that Domain checks and DKIM keys show."
+)
 
 
 class ValidatedFieldsAdmin(admin.ModelAdmin):
@@ -103,69 +107,36 @@ class ApiCredentialAdmin(admin.ModelAdmin):
         messages.info(request, "The selected usernames may authenticate again at once.")
 
 
-class DkimKeyForm(forms.ModelForm):
-    private_key = forms.CharField(
-        widget=forms.Textarea,
-        required=False,
-        help_text="A PEM RSA private key; leave empty to generate a new 2048-bit key.",
-    )
+class DomainNameForm(forms.ModelForm):
+    """The domain of an alias or proxy domain: a host name, lower-cased."""
 
-    class Meta:
-        model = DkimKey
-        fields = ["domain", "selector", "private_key", "is_active"]
-
-    def clean(self):
-        cleaned = super().clean()
-        if self.instance.pk is None and cleaned.get("domain") and cleaned.get("selector"):
-            try:
-                dkim_key_check(
-                    domain=cleaned["domain"],
-                    selector=cleaned["selector"],
-                    private_key=cleaned.get("private_key") or "",
-                )
-            except InvalidKey as exc:
-                raise forms.ValidationError(str(exc)) from None
-        return cleaned
-
-
-@admin.register(DkimKey)
-class DkimKeyAdmin(admin.ModelAdmin):
-    """Keys are added here (or with `manage.py add_dkim_key`); afterwards only switched on
-    or off. The private key is never shown again."""
-
-    form = DkimKeyForm
-    list_display = ["domain", "selector", "is_active", "created_at"]
-    list_filter = ["is_active"]
-    search_fields = ["domain"]
-
-    def get_fields(self, request, obj=None):
-        if obj is None:
-            return ["domain", "selector", "private_key"]
-        return ["domain", "selector", "dns_record", "is_active", "created_at"]
-
-    def get_readonly_fields(self, request, obj=None):
-        return [] if obj is None else ["domain", "selector", "dns_record", "created_at"]
-
-    @admin.display(description="DNS TXT record to publish")
-    def dns_record(self, obj: DkimKey) -> str:
-        return f"{obj.dns_name}. IN TXT {obj.dns_txt_strings}"
-
-    def save_model(self, request, obj, form, change):
-        if change:
-            obj.save(update_fields=["is_active"])
-            return
-        added = dkim_key_add(
-            domain=obj.domain, selector=obj.selector, private_key=form.cleaned_data["private_key"]
-        )
-        obj.pk = added.pk
-        messages.info(request, f"Publish: {self.dns_record(added)}")
+    def clean_domain(self):
+        try:
+            return domain_normalise(self.cleaned_data["domain"])
+        except InvalidKey as exc:
+            raise forms.ValidationError(str(exc)) from None
 
 
 @admin.register(AliasDomain)
 class AliasDomainAdmin(admin.ModelAdmin):
+    """A domain is added with its DKIM key (alias_domain_add); afterwards only its sharing
+    changes (aliases already made on it keep its name). Its DNS is checked under Domain
+    checks, its key under DKIM keys."""
+
+    form = DomainNameForm
     list_display = ["domain", "account"]
     list_filter = [("account", admin.EmptyFieldListFilter)]
     search_fields = ["domain", "account__name"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else ["domain"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            obj.save(update_fields=["account"])
+            return
+        obj.pk = alias_domain_add(domain=obj.domain, account=obj.account).pk
+        messages.info(request, DKIM_KEY_ADDED_HINT)
 
 
 @admin.register(Node)

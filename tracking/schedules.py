@@ -28,6 +28,8 @@ SCHEDULES: list[ScheduledJob] = [
     ScheduledJob(name="iovox:webhooks-purge", func="tracking.tasks.webhooks_purge", minutes=60),
     # Raw inbound mail past INBOUND_RETENTION_DAYS, once routed or refused.
     ScheduledJob(name="iovox:inbound-purge", func="conversations.tasks.inbound_purge", minutes=60),
+    # Our domains' DNS (MX, SPF, DKIM, DMARC) checked; new DKIM keys start signing once seen.
+    ScheduledJob(name="iovox:domain-checks", func="conversations.tasks.check_domains", minutes=60),
 ]
 
 

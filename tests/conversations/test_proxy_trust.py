@@ -22,8 +22,8 @@ from conversations.models import InboundMessage, RelayedMessageId
 from conversations.tasks import routing_turn
 from tests.conversations.conftest import PARTY_A, PARTY_B, WorkedServer
 from tests.worker import work
-from tracking.delivery.dkim import dkim_key_generate
 from tracking.models import Message
+from tracking.services.dkim_keys import dkim_key_generate
 
 DEALER = "dealer.example.net"  # party A's domain
 

@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 
 from tracking.caching import ProcessCache
 from tracking.models import Account, AliasDomain, Contact, Link, Node
+from tracking.services.dkim_keys import dkim_key_ensure, domain_normalise
 
 # RFC 5321 allows 64 octets in a local part; we keep a margin for a collision suffix.
 LOCAL_PART_MAX = 64
@@ -121,6 +122,15 @@ def alias_local_part(node_name: str, link_name: str) -> str:
     node_part, link_part = safe(node_name) or "node", safe(link_name) or "link"
     half = (LOCAL_PART_MAX - 8) // 2
     return f"{node_part[:half].strip('-')}_{link_part[:half].strip('-')}"
+
+
+@transaction.atomic
+def alias_domain_add(*, domain: str, account: Account | None = None) -> AliasDomain:
+    """A domain link aliases are generated on, shared (no account) or private to one, with a
+    DKIM key of its own (pending until its record is published: docs/deliverability.md)."""
+    alias_domain = AliasDomain.objects.create(domain=domain_normalise(domain), account=account)
+    dkim_key_ensure(domain=alias_domain.domain)
+    return alias_domain
 
 
 def alias_domain_for(account: Account) -> str:

@@ -2,18 +2,19 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tracking.delivery.dkim import InvalidKey, dkim_key_add
+from tracking.services.dkim_keys import InvalidKey, dkim_key_add
 
 
 class Command(BaseCommand):
     help = (
-        "Sign outgoing mail as DOMAIN with DKIM: a new 2048-bit RSA key (or --private-key), "
-        "then print the DNS TXT record to publish."
+        "Sign outgoing mail as DOMAIN with DKIM: a new 2048-bit RSA key (or --private-key) is "
+        "added, and its DNS TXT record printed. It signs once a domain check sees the record "
+        "published; until then the domain's current key, if any, goes on signing."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("domain")
-        parser.add_argument("--selector", default="iovox", help="DNS selector (default iovox).")
+        parser.add_argument("--selector", default="", help="DNS selector (default iovox-YYYYMMDD).")
         parser.add_argument("--private-key", type=Path, help="Use this PEM RSA private key.")
         parser.add_argument("--bits", type=int, default=2048, choices=[1024, 2048, 3072, 4096])
 
@@ -26,6 +27,9 @@ class Command(BaseCommand):
             key = dkim_key_add(domain=domain, selector=selector, private_key=pem, bits=bits)
         except InvalidKey as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(f"Mail From {key.domain} (and its subdomains) is signed from now on.")
+        self.stdout.write(f"A new key for mail From {key.domain} (and its subdomains).")
         self.stdout.write("Publish this TXT record:")
-        self.stdout.write(f"{key.dns_name}. IN TXT {key.dns_txt_strings}")
+        self.stdout.write(key.dns_record)
+        self.stdout.write(
+            f"It signs once `manage.py check_domains {key.domain}` (or the hourly check) sees it."
+        )

@@ -193,7 +193,7 @@ def prepared_messages(account, link, count: int) -> list[tuple[str, str, bytes]]
     """(MAIL FROM, RCPT TO, bytes) of `count` messages as the worker would build them."""
     from django.db import transaction
 
-    from tracking.delivery.mime import message_outgoing_bytes
+    from tracking.delivery.compose import message_outgoing_bytes
     from tracking.delivery.verp import verp_address
     from tracking.models import Message
 

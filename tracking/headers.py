@@ -51,7 +51,7 @@ def header_values_check(values: dict[str, str]) -> None:
 
 def headers_write(message: EmailMessage, headers: Iterable[tuple[str, str | Header]]) -> None:
     """Add headers to a message being built, each name and value checked first. Every header
-    of mail we build goes through here (tracking/delivery/mime.py)."""
+    of mail we build goes through here (tracking/delivery/compose.py)."""
     for name, value in headers:
         if not HEADER_NAME.match(name):
             raise HeaderInjection(f"{name!r} is not a header name")

@@ -42,7 +42,7 @@ from authres import (
 from authres.dmarc import DMARCAuthenticationResult
 from django.conf import settings
 
-from conversations.inbound.mime import ParsedMessage, split_message
+from conversations.inbound.raw_mail import ParsedMessage, split_message
 from tracking.delivery.mx import resolver
 
 log = logging.getLogger(__name__)

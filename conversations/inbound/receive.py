@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from conversations.inbound.limits import Usage, client_of, usage_claim
-from conversations.inbound.mime import Envelope, loop_reason, received_header
+from conversations.inbound.raw_mail import Envelope, loop_reason, received_header
 from conversations.models import InboundMessage
 from tracking.text import text_safe
 

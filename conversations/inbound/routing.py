@@ -24,7 +24,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from conversations.inbound.authentication import Verdict, inbound_authenticate
-from conversations.inbound.mime import (
+from conversations.inbound.raw_mail import (
     LOOP_HEADER,
     RELAY_KEEP,
     Content,
@@ -48,7 +48,7 @@ from conversations.services import (
     own_domains_among,
 )
 from tracking.delivery.durability import relax_commit_durability
-from tracking.engagement.mime import mime_bytes, mime_parse, mime_tree_add_tracking
+from tracking.engagement.source_mime import mime_bytes, mime_parse, mime_tree_add_tracking
 from tracking.models import Contact, Direction, Disposition, Link, Message
 from tracking.services.bounces import bounce_process
 from tracking.services.messages import MessageDraft, message_refuse, messages_accept

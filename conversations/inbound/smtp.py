@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 from conversations.inbound.limits import ConnectionGate, OpenConnections, RecentUsage, client_of
-from conversations.inbound.mime import Envelope
+from conversations.inbound.raw_mail import Envelope
 from conversations.inbound.receive import Arrival, inbound_receive_many
 from conversations.inbound.recipients import address_normalize, recipient_resolve
 from conversations.models import InboundMessage

@@ -19,7 +19,7 @@ from rest_framework.test import APIClient
 from tests.factories import LinkFactory, MessageFactory, NodeFactory, UserFactory
 from tests.mailservers import free_port
 from tests.worker import deliver_due
-from tracking.delivery.mime import message_build_mime
+from tracking.delivery.compose import message_build_mime
 from tracking.engagement import tokens
 from tracking.headers import HeaderInjection
 from tracking.models import ApiCredential, Contact, Disposition, Link, Message, Node

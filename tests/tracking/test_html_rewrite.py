@@ -233,7 +233,7 @@ def html_parts(raw: bytes) -> list:
 
 
 def test_forwarded_mail_gets_tracking_in_its_html_body_and_keeps_every_other_byte():
-    from tracking.engagement.mime import mime_add_tracking
+    from tracking.engagement.source_mime import mime_add_tracking
 
     tracked = mime_add_tracking(FORWARDED, message_id=MESSAGE_ID)
     body = html_parts(tracked)[0]
@@ -254,7 +254,7 @@ def test_forwarded_mail_gets_tracking_in_its_html_body_and_keeps_every_other_byt
 
 
 def test_html_attachments_and_attached_messages_are_not_tracked():
-    from tracking.engagement.mime import mime_add_tracking
+    from tracking.engagement.source_mime import mime_add_tracking
 
     tracked = mime_add_tracking(FORWARDED, message_id=MESSAGE_ID)
     assert b'<a href="https://attachment.example/">not the body</a>' in tracked
@@ -262,7 +262,7 @@ def test_html_attachments_and_attached_messages_are_not_tracked():
 
 
 def test_a_base64_html_body_stays_base64_and_a_7bit_one_becomes_quoted_printable():
-    from tracking.engagement.mime import mime_add_tracking
+    from tracking.engagement.source_mime import mime_add_tracking
 
     for encoding, body in [
         ("base64", "PHA+PGEgaHJlZj0iaHR0cHM6Ly94LmV4YW1wbGUvIj54PC9hPjwvcD4="),
@@ -285,7 +285,7 @@ Content-Transfer-Encoding: {encoding}
 
 
 def test_mail_without_an_html_body_or_with_an_unknown_charset_goes_out_unchanged():
-    from tracking.engagement.mime import mime_add_tracking
+    from tracking.engagement.source_mime import mime_add_tracking
 
     plain = eml("""
 Subject: plain
@@ -304,7 +304,7 @@ Content-Type: text/html; charset=x-no-such-charset
 
 
 def test_a_tracked_part_keeps_its_headers_in_order_and_only_its_encoding_changes():
-    from tracking.engagement.mime import mime_add_tracking
+    from tracking.engagement.source_mime import mime_add_tracking
 
     for cte_line, expected in [
         ("Content-Transfer-Encoding: 7bit\n", "quoted-printable"),

@@ -20,8 +20,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from tracking.bounces import Bounce, bounce_classify
+from tracking.delivery.compose import message_outgoing_bytes
 from tracking.delivery.durability import relax_commit_durability
-from tracking.delivery.mime import message_outgoing_bytes
 from tracking.delivery.mx import MxOutcome, host_addresses, mx_lookup
 from tracking.delivery.smtp import MxConnection, SmtpReply
 from tracking.delivery.state import Transition, messages_transition

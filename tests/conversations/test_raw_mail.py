@@ -7,7 +7,7 @@ import email.policy
 
 import pytest
 
-from conversations.inbound.mime import (
+from conversations.inbound.raw_mail import (
     LOOP_HEADER,
     RELAY_KEEP,
     ParsedMessage,

@@ -6,7 +6,7 @@ from email.policy import default as default_policy
 import pytest
 
 from tests.factories import MessageFactory
-from tracking.delivery.mime import message_build_mime, message_outgoing_bytes
+from tracking.delivery.compose import message_build_mime, message_outgoing_bytes
 from tracking.headers import HeaderInjection
 from tracking.headers import header_values_check as check_header_values
 from tracking.models import Attachment

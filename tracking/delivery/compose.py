@@ -30,7 +30,7 @@ from email.utils import format_datetime, formataddr
 
 from tracking.delivery.dkim import dkim_sign
 from tracking.engagement.content import OutgoingContent, message_tracked_content
-from tracking.engagement.mime import mime_add_tracking
+from tracking.engagement.source_mime import mime_add_tracking
 from tracking.headers import header_values_check, headers_write
 from tracking.models import Attachment, Message
 

@@ -333,6 +333,61 @@ class SilentServer:
             self._sock = None
 
 
+class SmtpRelay(SmtpSink):
+    """An SMTP relay (a submission server): a sink that may require AUTH (`logins` maps a user
+    name to its password; AUTH PLAIN and LOGIN, only once TLS is up) and STARTTLS before
+    anything else, with its own self-signed certificate for "localhost" and 127.0.0.1
+    (`certificate`, the CA file a client verifies it with)."""
+
+    def __init__(self, *, starttls: bool = True, logins: dict[str, str] | None = None) -> None:
+        super().__init__(starttls=starttls)
+        self.logins = logins or {}
+        self.certificate = ""
+        self.auth_attempts: list[str] = []
+
+    def _authenticate(self, server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult
+
+        login, password = auth_data.login.decode(), auth_data.password.decode()
+        self.auth_attempts.append(login)
+        return AuthResult(success=self.logins.get(login) == password, handled=False)
+
+    def start(self) -> SmtpRelay:
+        kwargs: dict = {}
+        if self.starttls:
+            directory = tempfile.mkdtemp(prefix="test-relay-")
+            key = os.path.join(directory, "key.pem")
+            self.certificate = os.path.join(directory, "cert.pem")
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
+                + ["-subj", "/CN=localhost", "-keyout", key, "-out", self.certificate]
+                + ["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.certificate, key)
+            kwargs |= {"tls_context": context, "require_starttls": True}
+        if self.logins:
+            kwargs |= {
+                "authenticator": self._authenticate,
+                "auth_required": True,
+                "auth_require_tls": self.starttls,
+            }
+        self.controller = Controller(
+            SinkHandler(self),
+            hostname=self.host,
+            port=self.port,
+            server_hostname="localhost",
+            ready_timeout=10,
+            data_size_limit=None,
+            **kwargs,
+        )
+        self.controller.start()
+        return self
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m tests.mailservers`: a DNS server and an SMTP sink for trying delivery by hand.
 

@@ -217,20 +217,24 @@ class RelayConnection(MxConnection):
     def open(self) -> SmtpReply | None:
         security = settings.SMTP_RELAY_SECURITY
         context = relay_tls_context()
-        options = {"local_hostname": settings.SMTP_HELO_NAME, "timeout": settings.SMTP_TIMEOUT}
-        smtp = (
-            smtplib.SMTP_SSL(context=context, **options)
-            if security == "tls"
-            else smtplib.SMTP(**options)
-        )
+        smtp = None
         try:
+            # Connecting in the constructor makes it the name TLS verifies (SNI too).
+            options = {"local_hostname": settings.SMTP_HELO_NAME, "timeout": settings.SMTP_TIMEOUT}
+            if security == "tls":
+                smtp = smtplib.SMTP_SSL(self.host, self.port, context=context, **options)
+            else:
+                smtp = smtplib.SMTP(self.host, self.port, **options)
             refused = self._session(smtp, security, context)
+        except smtplib.SMTPConnectError as e:
+            refused = f"the relay greeted with {e.smtp_code} {_text(e.smtp_error)}"
         except smtplib.SMTPAuthenticationError as e:
             refused = f"the relay refused our credentials: {e.smtp_code} {_text(e.smtp_error)}"
         except (OSError, smtplib.SMTPException) as e:
             refused = _describe(e, self)
         if refused is not None:
-            smtp.close()
+            if smtp is not None:
+                smtp.close()
             return SmtpReply(None, refused, self.host)
         self.smtp = smtp
         self.tls = security != "none"
@@ -238,10 +242,7 @@ class RelayConnection(MxConnection):
         return None
 
     def _session(self, smtp: smtplib.SMTP, security: str, context: ssl.SSLContext) -> str | None:
-        """Greeting, EHLO, STARTTLS and AUTH; what went wrong, or None."""
-        code, text = smtp.connect(self.host, self.port)
-        if code != 220:
-            return f"the relay greeted with {code} {_text(text)}"
+        """EHLO, STARTTLS and AUTH after the greeting; what went wrong, or None."""
         code, text = smtp.ehlo()
         if code != 250:
             return f"the relay refused EHLO: {code} {_text(text)}"

@@ -115,7 +115,7 @@ def test_api_mail_goes_through_the_relay_over_verified_starttls_with_auth(
     assert received.mail_from == verp_address(message)  # its DSNs come back to us
     assert received.rcpt_tos == ["billy@far.example"]  # no MX lookup: far.example has none
     assert comparable(received.data) == comparable(expected)  # what an MX would have got
-    assert b"/t/o/" in received.data or b"/o/" in received.data  # our open pixel
+    assert b"/t/o/" in received.data and b"/t/c/" in received.data  # our pixel, our links
     assert b"https://shop.example/" not in received.data  # the link goes through our click URL
     assert dkim_signatures(received.data, mail_servers.dns) == [(settings.BOUNCE_DOMAIN, True)]
     [attempt] = message.attempts.all()

@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 SENT = {"sent"}
 WAITING = {"queued", "scheduled", "unknown"}
 REFUSED = {"rejected", "invalid"}
+# The ESPs whose own open and click tracking may be on (by default or in the account's
+# settings), turned off per message. Amazon SES tracks only through a configuration set.
+ESP_OWN_TRACKING = frozenset({"mailgun", "postmark", "sendgrid", "sparkpost"})
 
 # Headers that anymail's fields carry (or that the ESP writes itself); the rest go as they are.
 FIELD_HEADERS = frozenset(
@@ -90,7 +93,7 @@ def esp_deliver(messages: list[Message], outcomes: Outcomes) -> None:
 
 def _send_one(esp: str, connection, message: Message, outcomes: Outcomes) -> None:
     try:
-        email = esp_message(message, connection=connection)
+        email = esp_message(message, esp=esp, connection=connection)
     except Exception as e:  # a message we cannot build must not stall its batch
         log.exception("message %s could not be built", message.pk)
         reply = EspReply(None, f"could not build the message: {e}"[:500], esp, permanent=True)
@@ -129,7 +132,7 @@ def _send_one(esp: str, connection, message: Message, outcomes: Outcomes) -> Non
         outcomes.temporary(message, EspReply(None, text, esp))
 
 
-def esp_message(message: Message, *, connection=None) -> AnymailMessage:
+def esp_message(message: Message, *, esp: str, connection=None) -> AnymailMessage:
     """Our outgoing message as anymail's fields: the same subject, sender, headers, text, HTML
     (tracked) and attachments, to the message's recipient; the ESP's tracking off."""
     parsed = BytesParser(policy=policy.default).parsebytes(message_outgoing_bytes(message))
@@ -151,8 +154,9 @@ def esp_message(message: Message, *, connection=None) -> AnymailMessage:
         if part.is_multipart() or part is text_part or part is html_part:
             continue
         email.attach(_attachment(part))
-    email.track_opens = False
-    email.track_clicks = False
+    if esp in ESP_OWN_TRACKING:
+        email.track_opens = False
+        email.track_clicks = False
     email.metadata = {"iovox_message_id": str(message.message_id)}
     return email
 

@@ -59,6 +59,10 @@ ACCEPTED: dict[str, tuple[int, dict | None]] = {
 }
 
 
+WEBHOOK_SECRET = "esp-user:esp-password"  # noqa: S105 (basic auth for the ESP's posts)
+MAILGUN_KEY = "key-mailgun-webhook-signing"
+
+
 class EspApi:
     def __init__(self, esp: str) -> None:
         self.esp = esp
@@ -102,21 +106,29 @@ class EspApi:
         self.thread.join(timeout=5)
 
     def anymail_settings(self) -> dict:
-        """settings.ANYMAIL pointing anymail's backend for this ESP here."""
-        return {
-            "mailgun": {"MAILGUN_API_KEY": "key-test", "MAILGUN_API_URL": f"{self.url}/v3"},
-            "postmark": {"POSTMARK_SERVER_TOKEN": "token-test", "POSTMARK_API_URL": f"{self.url}/"},
-            "sendgrid": {"SENDGRID_API_KEY": "SG.test", "SENDGRID_API_URL": f"{self.url}/v3/"},
-            "amazon_ses": {
-                "AMAZON_SES_CLIENT_PARAMS": {
-                    "endpoint_url": self.url,
-                    "region_name": "us-east-1",
-                    "aws_access_key_id": "AKIDTEST",
-                    "aws_secret_access_key": "secret-test",
-                }
-            },
-            "sparkpost": {
-                "SPARKPOST_API_KEY": "sp-test",
-                "SPARKPOST_API_URL": f"{self.url}/api/v1",
-            },
-        }[self.esp]
+        """settings.ANYMAIL pointing anymail's backend for this ESP here, with the secrets of
+        its webhooks."""
+        webhooks = {"WEBHOOK_SECRET": WEBHOOK_SECRET, "MAILGUN_WEBHOOK_SIGNING_KEY": MAILGUN_KEY}
+        return (
+            webhooks
+            | {
+                "mailgun": {"MAILGUN_API_KEY": "key-test", "MAILGUN_API_URL": f"{self.url}/v3"},
+                "postmark": {
+                    "POSTMARK_SERVER_TOKEN": "token-test",
+                    "POSTMARK_API_URL": f"{self.url}/",
+                },
+                "sendgrid": {"SENDGRID_API_KEY": "SG.test", "SENDGRID_API_URL": f"{self.url}/v3/"},
+                "amazon_ses": {
+                    "AMAZON_SES_CLIENT_PARAMS": {
+                        "endpoint_url": self.url,
+                        "region_name": "us-east-1",
+                        "aws_access_key_id": "AKIDTEST",
+                        "aws_secret_access_key": "secret-test",
+                    }
+                },
+                "sparkpost": {
+                    "SPARKPOST_API_KEY": "sp-test",
+                    "SPARKPOST_API_URL": f"{self.url}/api/v1",
+                },
+            }[self.esp]
+        )

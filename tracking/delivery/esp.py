@@ -113,7 +113,8 @@ def _send_one(esp: str, connection, message: Message, outcomes: Outcomes) -> Non
         iter(status.recipients.values()), None
     )
     state = recipient.status if recipient else "unknown"
-    esp_id = (recipient.message_id if recipient else status.message_id) or ""
+    # Mailgun answers "<id>" and names it id in its events: kept without the brackets.
+    esp_id = ((recipient.message_id if recipient else status.message_id) or "").strip("<>")
     text = f"{state} (id {esp_id})" if esp_id else state
     if state in SENT:
         reply = EspReply(None, text, esp, accepted=True)

@@ -61,9 +61,12 @@ def transport_problem(transport: str) -> str | None:
         esp = settings.ANYMAIL_ESP
         if esp not in ESP_BACKENDS:
             return f"ANYMAIL_ESP must be one of {', '.join(ESP_BACKENDS)}, not {esp!r}"
-        required = ESP_REQUIRED_SETTING[esp]
-        if required and not settings.ANYMAIL.get(required):
-            return f"ANYMAIL_ESP {esp} needs ANYMAIL_{required}"
+        required = [ESP_REQUIRED_SETTING[esp], "WEBHOOK_SECRET"]
+        if esp == "mailgun":
+            required.append("MAILGUN_WEBHOOK_SIGNING_KEY")
+        for name in filter(None, required):
+            if not settings.ANYMAIL.get(name):
+                return f"ANYMAIL_ESP {esp} needs ANYMAIL_{name}"
         return None
     return f"unknown delivery transport {transport!r} (mx, smtp or anymail)"
 

@@ -46,6 +46,11 @@ VIEWS = {
 MALFORMED = (ValueError, KeyError, TypeError, AttributeError, IndexError, UnicodeError)
 
 
+class EspWebhookRetry(Exception):
+    """Raised by a receiver for what may pass later (an inbound limit): a 503, which the ESP
+    posts again."""
+
+
 def counted(view, esp: str):
     """`view`, its refusals counted, never a 500."""
 
@@ -64,6 +69,9 @@ def counted(view, esp: str):
             log.error("the %s webhook is not configured: %s", esp, e)
             EspWebhookRefusal.count_one(esp=esp, reason="not_configured", detail=str(e))
             return HttpResponse("webhook not configured", status=503)
+        except EspWebhookRetry as e:
+            EspWebhookRefusal.count_one(esp=esp, reason="retry_later", detail=str(e))
+            return HttpResponse(str(e), status=503)
         except DatabaseError:
             log.exception("the %s webhook could not be stored; the ESP will retry", esp)
             return HttpResponse("try again later", status=503)
@@ -83,3 +91,7 @@ urlpatterns = [
         path(f"{esp}/inbound/", counted(inbound_view.as_view(), esp)),
     )
 ]
+# Mailgun posts the raw MIME message to a URL with "mime" in it.
+urlpatterns.append(
+    path("mailgun/inbound_mime/", counted(MailgunInboundWebhookView.as_view(), "mailgun"))
+)

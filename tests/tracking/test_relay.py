@@ -297,3 +297,32 @@ def test_the_real_worker_delivers_through_the_relay(alice, mail_servers):
     }, log
     assert server.recipients() == ["billy@far.example"] and mail_servers.mx.received == []
     assert server.received[0].tls is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_refuses_to_start_with_a_relay_it_cannot_use(mail_servers):
+    worker = start_worker(mail_servers, DELIVERY_TRANSPORT="smtp", SMTP_RELAY_HOST="")
+    try:
+        worker.wait(timeout=60)
+    finally:
+        log = stop_worker(worker)
+    assert worker.returncode != 0
+    assert "tracking.E010" in log and "SMTP_RELAY_HOST" in log
+
+
+def test_support_sets_an_accounts_transport_in_admin(admin_client, alice):
+    response = admin_client.post(
+        f"/admin/tracking/account/{alice.account.pk}/change/",
+        {
+            "name": alice.account.name,
+            "created_at_0": "2026-01-01",
+            "created_at_1": "00:00:00",
+            "delivery_transport": "smtp",
+            "portal_notice": "",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    alice.account.refresh_from_db()
+    assert alice.account.delivery_transport == "smtp"
+    listing = admin_client.get("/admin/tracking/account/?delivery_transport=smtp")
+    assert alice.account.name in listing.content.decode()

@@ -296,3 +296,25 @@ def test_postmark_delivery_of_a_message_it_had_sent_changes_nothing(client, sent
     message.refresh_from_db()
     assert message.disposition == Disposition.SENT
     assert DeliveryAttempt.objects.filter(message=message).count() == 1
+
+
+def test_an_event_that_could_not_be_stored_is_no_replay_when_the_esp_sends_it_again(
+    client, sent_by, monkeypatch
+):
+    from django.db import OperationalError
+
+    from tracking.delivery import esp_events
+
+    message = sent_by("mailgun")
+    body = mailgun_signed(mailgun_event(message, "delivered"))
+
+    def database_away(*args, **kwargs):
+        raise OperationalError("the database is away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(esp_events, "_delivered", database_away)
+        assert post(client, "mailgun", body, **AUTH).status_code == 503
+    assert post(client, "mailgun", body, **AUTH).status_code == 200
+    message.refresh_from_db()
+    assert message.disposition == Disposition.SENT
+    assert refusals("mailgun") == {}

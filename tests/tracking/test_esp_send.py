@@ -222,3 +222,15 @@ def test_the_esp_message_id_is_shown_in_the_portal(alice, postmark, send):
     page = portal_client(alice.account, "alice-user").get(f"/messages/{message.message_id}")
     assert page.status_code == 200
     assert message.esp_message_id in page.content.decode()
+
+
+def test_a_backend_that_cannot_open_leaves_the_messages_queued(settings, send):
+    settings.DELIVERY_TRANSPORT = "anymail"
+    settings.ANYMAIL_ESP = "amazon_ses"
+    settings.ANYMAIL = {
+        "WEBHOOK_SECRET": "u:p",
+        "AMAZON_SES_CLIENT_PARAMS": {"region_name": "no such region!"},
+    }
+    message = send()
+    assert message.disposition == Disposition.QUEUED and message.next_attempt_at is not None
+    assert message.last_smtp_response.startswith("amazon_ses: failed: Provided region_name")

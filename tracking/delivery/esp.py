@@ -82,9 +82,15 @@ class EspReply:
 def esp_deliver(messages: list[Message], outcomes: Outcomes) -> None:
     """Send claimed messages through ANYMAIL_ESP over one backend connection."""
     esp = settings.ANYMAIL_ESP
-    connection = get_connection(ESP_BACKENDS[esp], fail_silently=False)
     try:
+        connection = get_connection(ESP_BACKENDS[esp], fail_silently=False)
         connection.open()
+    except Exception as e:  # a backend that cannot start (settings, credentials): retry
+        log.exception("the %s backend could not be opened", esp)
+        for message in messages:
+            outcomes.temporary(message, EspReply(None, f"failed: {e}"[:1000], esp))
+        return
+    try:
         for message in messages:
             _send_one(esp, connection, message, outcomes)
     finally:

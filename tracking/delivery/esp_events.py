@@ -55,9 +55,19 @@ def esp_event_received(sender, event: AnymailTrackingEvent, esp_name: str, **kwa
 def esp_event_apply(*, esp: str, event: AnymailTrackingEvent) -> str:
     """Apply one ESP event to its message; what was done ("applied", "ignored", "replay",
     "unknown_message")."""
-    if event.event_id and not cache.add(f"esp-event:{esp}:{event.event_id}", 1, REPLAY_WINDOW):
+    seen = f"esp-event:{esp}:{event.event_id}" if event.event_id else None
+    if seen and not cache.add(seen, 1, REPLAY_WINDOW):
         EspWebhookRefusal.count_one(esp=esp, reason="replay", detail=str(event.event_id))
         return "replay"
+    try:
+        return _apply(esp, event)
+    except Exception:
+        if seen:
+            cache.delete(seen)  # not applied: the ESP's retry of it is no replay
+        raise
+
+
+def _apply(esp: str, event: AnymailTrackingEvent) -> str:
     message = _message(event.message_id)
     if message is None:
         EspWebhookRefusal.count_one(

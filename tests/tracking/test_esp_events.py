@@ -318,3 +318,45 @@ def test_an_event_that_could_not_be_stored_is_no_replay_when_the_esp_sends_it_ag
     message.refresh_from_db()
     assert message.disposition == Disposition.SENT
     assert refusals("mailgun") == {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_real_worker_sends_through_the_esp_and_its_event_makes_the_message_sent(
+    alice, client, mail_servers, settings
+):
+    """Settings as a deployment gives them: ANYMAIL_* environment variables of the worker."""
+    from tests.worker import start_worker, stop_worker, wait_until
+
+    api = EspApi("mailgun").start()
+    LinkFactory(account=alice.account, node__account=alice.account, link_id="l1")
+    worker = start_worker(
+        mail_servers,
+        DELIVERY_TRANSPORT="anymail",
+        ANYMAIL_ESP="mailgun",
+        ANYMAIL_MAILGUN_API_KEY="key-test",
+        ANYMAIL_MAILGUN_API_URL=f"{api.url}/v3",
+        ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY=MAILGUN_KEY,
+        ANYMAIL_WEBHOOK_SECRET=WEBHOOK_SECRET,
+    )
+    try:
+        body = {
+            "link_id": "l1", "sender_address": "ann@brand.example", "sender_name": "Ann",
+            "recipient_address": "bob@example.net", "recipient_name": "Bob", "subject": "Hi",
+            "text_content": "Plain", "html_content": "<p>HTML</p>",
+        }  # fmt: skip
+        response = alice.client.post("/rest/v1/email", body, format="json")
+        assert response.status_code == 201
+        sent = Message.objects.filter(message_id=response.json()["message_id"])
+        wait_until(lambda: sent.exclude(esp_message_id="").exists(), timeout=30)
+    finally:
+        log = stop_worker(worker)
+        api.stop()
+    message = sent.get()
+    assert message.disposition == Disposition.QUEUED, log
+    assert [r.path for r in api.requests] == ["/v3/brand.example/messages"]
+    assert mail_servers.mx.received == []
+    settings.ANYMAIL = api.anymail_settings()  # the web process's, as the worker's
+    event = mailgun_event(message, "delivered")
+    assert post(client, "mailgun", mailgun_signed(event), **AUTH).status_code == 200
+    message.refresh_from_db()
+    assert message.disposition == Disposition.SENT

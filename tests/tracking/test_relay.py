@@ -326,3 +326,18 @@ def test_support_sets_an_accounts_transport_in_admin(admin_client, alice):
     assert alice.account.delivery_transport == "smtp"
     listing = admin_client.get("/admin/tracking/account/?delivery_transport=smtp")
     assert alice.account.name in listing.content.decode()
+
+
+def test_a_later_bounce_from_the_relay_comes_back_to_our_verp_address(plain_relay):
+    """The relay took it (250); the recipient's server refused it later, and the relay's DSN
+    goes to the envelope sender it was given: ours."""
+    from tests.tracking.test_bounces import fixture
+    from tracking.services.bounces import bounce_process
+
+    message = deliver(make_message())
+    assert message.disposition == Disposition.SENT
+    [received] = plain_relay.received
+    assert bounce_process(raw=fixture("postfix_dsn.eml", message), rcpt_to=received.mail_from)
+    message.refresh_from_db()
+    assert message.disposition == Disposition.RECEIVED_BOUNCED
+    assert [a.outcome for a in message.attempts.all()] == ["sent", "received_bounced"]

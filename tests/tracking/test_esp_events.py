@@ -360,3 +360,80 @@ def test_the_real_worker_sends_through_the_esp_and_its_event_makes_the_message_s
     assert post(client, "mailgun", mailgun_signed(event), **AUTH).status_code == 200
     message.refresh_from_db()
     assert message.disposition == Disposition.SENT
+
+
+# --- SendGrid, SparkPost, Amazon SES: delivered (their documented shapes) -------------------
+
+
+def sendgrid_delivered(message: Message) -> list:
+    return [{
+        "ip": "167.89.17.173", "response": "250 2.0.0 OK 1461095248 - gsmtp ",
+        "smtp-id": "<wrfRRvF7Q0GgwUo2CvDmEA@ismtpd0006p1sjc2.sendgrid.net>",
+        "sg_event_id": "nOSv8m0eTQ-vxvwNwt3fZQ", "sg_message_id": "wrfRRvF7Q0GgwUo2CvDmEA.0",
+        "tls": 1, "event": "delivered", "email": message.recipient_address,
+        "timestamp": 1461095250, "anymail_id": message.esp_message_id,
+    }]  # fmt: skip
+
+
+def sparkpost_delivered(message: Message) -> list:
+    return [{"msys": {"message_event": {
+        "type": "delivery", "event_id": "92356927693813856",
+        "rcpt_to": message.recipient_address, "raw_rcpt_to": message.recipient_address,
+        "rcpt_meta": {}, "timestamp": "1454442600", "transmission_id": message.esp_message_id,
+    }}}]  # fmt: skip
+
+
+def ses_delivered(message: Message) -> dict:
+    """An SNS notification carrying SES's Delivery event."""
+    ses_event = {
+        "notificationType": "Delivery",
+        "mail": {
+            "timestamp": "2016-01-27T14:59:38.237Z",
+            "messageId": message.esp_message_id,
+            "destination": [message.recipient_address],
+        },
+        "delivery": {
+            "timestamp": "2016-01-27T14:59:38.237Z",
+            "recipients": [message.recipient_address],
+            "processingTimeMillis": 546,
+            "reportingMTA": "a8-70.smtp-out.amazonses.com",
+            "smtpResponse": "250 ok:  Message 64111812 accepted",
+            "remoteMtaIp": "127.0.2.0",
+        },
+    }
+    return {
+        "Type": "Notification",
+        "MessageId": "19ba9823-d7f2-53c1-860e-cb10e0d13dfc",
+        "Message": json.dumps(ses_event) + "\n",
+        "Timestamp": "2018-03-26T17:58:59.675Z",
+    }
+
+
+@pytest.mark.parametrize(
+    ("esp", "payload"),
+    [
+        ("sendgrid", sendgrid_delivered),
+        ("sparkpost", sparkpost_delivered),
+        ("amazon_ses", ses_delivered),
+    ],
+)
+def test_delivered_from_the_other_esps_makes_the_message_sent(client, sent_by, esp, payload):
+    message = sent_by(esp)
+    assert message.disposition == Disposition.QUEUED and message.esp_message_id
+    body = json.dumps(payload(message))
+    headers = {}
+    if esp == "amazon_ses":
+        headers = {"x-amz-sns-message-id": "19ba9823", "x-amz-sns-message-type": "Notification"}
+    kind = "text/plain; charset=UTF-8" if esp == "amazon_ses" else "application/json"
+    forged = client.post(f"/anymail/{esp}/tracking/", body, content_type=kind, headers=headers)
+    # No basic auth: refused. SNS first posts without it and sends it on anymail's 401
+    # challenge, so that is no forgery to count.
+    ses = esp == "amazon_ses"
+    assert forged.status_code == (401 if ses else 400)
+    response = client.post(
+        f"/anymail/{esp}/tracking/", body, content_type=kind, headers=headers, **AUTH
+    )
+    assert response.status_code == 200
+    message.refresh_from_db()
+    assert message.disposition == Disposition.SENT
+    assert refusals(esp) == ({} if ses else {"bad_signature": 1})

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from anymail.exceptions import AnymailWebhookValidationFailure
+from anymail.exceptions import AnymailError, AnymailWebhookValidationFailure
 from anymail.webhooks.amazon_ses import (
     AmazonSESInboundWebhookView,
     AmazonSESTrackingWebhookView,
@@ -42,8 +42,17 @@ VIEWS = {
     "amazon_ses": (AmazonSESTrackingWebhookView, AmazonSESInboundWebhookView),
     "sparkpost": (SparkPostTrackingWebhookView, SparkPostInboundWebhookView),
 }
-# What a body anymail cannot make sense of raises in its parsers.
-MALFORMED = (ValueError, KeyError, TypeError, AttributeError, IndexError, UnicodeError)
+# What a body anymail cannot make sense of raises in its parsers (an AnymailError: an SNS
+# message of an unknown type, say).
+MALFORMED = (
+    AnymailError,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    UnicodeError,
+)
 
 
 class EspWebhookRetry(Exception):

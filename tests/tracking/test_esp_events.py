@@ -423,7 +423,10 @@ def test_delivered_from_the_other_esps_makes_the_message_sent(client, sent_by, e
     body = json.dumps(payload(message))
     headers = {}
     if esp == "amazon_ses":
-        headers = {"x-amz-sns-message-id": "19ba9823", "x-amz-sns-message-type": "Notification"}
+        headers = {
+            "x-amz-sns-message-id": "19ba9823-d7f2-53c1-860e-cb10e0d13dfc",
+            "x-amz-sns-message-type": "Notification",
+        }
     kind = "text/plain; charset=UTF-8" if esp == "amazon_ses" else "application/json"
     forged = client.post(f"/anymail/{esp}/tracking/", body, content_type=kind, headers=headers)
     # No basic auth: refused. SNS first posts without it and sends it on anymail's 401
@@ -437,3 +440,18 @@ def test_delivered_from_the_other_esps_makes_the_message_sent(client, sent_by, e
     message.refresh_from_db()
     assert message.disposition == Disposition.SENT
     assert refusals(esp) == ({} if ses else {"bad_signature": 1})
+
+
+def test_an_unknown_sns_message_type_is_a_400_not_a_500(client, sent_by):
+    sent_by("amazon_ses")
+    body = {"Type": "Bogus", "MessageId": "1"}
+    headers = {"x-amz-sns-message-id": "1", "x-amz-sns-message-type": "Bogus"}
+    response = client.post(
+        "/anymail/amazon_ses/tracking/",
+        json.dumps(body),
+        content_type="text/plain",
+        headers=headers,
+        **AUTH,
+    )
+    assert response.status_code == 400
+    assert refusals("amazon_ses") == {"malformed": 1}

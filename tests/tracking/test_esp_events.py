@@ -14,6 +14,7 @@ import pytest
 
 from tests.esp_servers import MAILGUN_KEY, WEBHOOK_SECRET, EspApi
 from tests.factories import LinkFactory
+from tests.portal.conftest import portal_client
 from tests.worker import deliver_due
 from tracking.models import (
     DeliveryAttempt,
@@ -283,6 +284,8 @@ def test_postmark_open_and_click_are_events_marked_as_the_esps(client, sent_by):
     assert events[1].url == "https://example.com/click/me"
     message.refresh_from_db()
     assert (message.read_disposition, message.open_count, message.click_count) == ("read", 1, 1)
+    page = portal_client(message.account, "alice-user").get(f"/messages/{message.message_id}")
+    assert page.content.decode().count("reported by the ESP") == 2
 
 
 def test_postmark_delivery_of_a_message_it_had_sent_changes_nothing(client, sent_by):

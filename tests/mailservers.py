@@ -261,7 +261,9 @@ class SinkHandler:
                 mail_from=envelope.mail_from,
                 rcpt_tos=list(envelope.rcpt_tos),
                 data=envelope.original_content or envelope.content,
-                tls=session.ssl is not None,
+                # STARTTLS, or TLS from the first byte (implicit TLS, port 465).
+                tls=session.ssl is not None
+                or server.transport.get_extra_info("ssl_object") is not None,
                 peer=str(session.peer[0]),
                 connection=id(session),
             )
@@ -339,8 +341,15 @@ class SmtpRelay(SmtpSink):
     anything else, with its own self-signed certificate for "localhost" and 127.0.0.1
     (`certificate`, the CA file a client verifies it with)."""
 
-    def __init__(self, *, starttls: bool = True, logins: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        starttls: bool = True,
+        implicit_tls: bool = False,
+        logins: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(starttls=starttls)
+        self.implicit_tls = implicit_tls  # TLS from the first byte (port 465), no STARTTLS
         self.logins = logins or {}
         self.certificate = ""
         self.auth_attempts: list[str] = []
@@ -354,7 +363,7 @@ class SmtpRelay(SmtpSink):
 
     def start(self) -> SmtpRelay:
         kwargs: dict = {}
-        if self.starttls:
+        if self.starttls or self.implicit_tls:
             directory = tempfile.mkdtemp(prefix="test-relay-")
             key = os.path.join(directory, "key.pem")
             self.certificate = os.path.join(directory, "cert.pem")
@@ -368,12 +377,15 @@ class SmtpRelay(SmtpSink):
             )
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(self.certificate, key)
-            kwargs |= {"tls_context": context, "require_starttls": True}
+            if self.implicit_tls:
+                kwargs |= {"ssl_context": context}
+            else:
+                kwargs |= {"tls_context": context, "require_starttls": True}
         if self.logins:
             kwargs |= {
                 "authenticator": self._authenticate,
                 "auth_required": True,
-                "auth_require_tls": self.starttls,
+                "auth_require_tls": self.starttls and not self.implicit_tls,
             }
         self.controller = Controller(
             SinkHandler(self),

@@ -159,6 +159,22 @@ def test_a_relay_without_starttls_is_refused_when_starttls_is_required(plain_rel
     assert plain_relay.received == []
 
 
+def test_implicit_tls_on_port_465_with_auth(settings, mail_servers):
+    server = SmtpRelay(starttls=False, implicit_tls=True, logins={"iovox": "s3cret"}).start()
+    try:
+        settings.DELIVERY_TRANSPORT = "smtp"
+        settings.SMTP_RELAY_HOST, settings.SMTP_RELAY_PORT = "localhost", server.port
+        settings.SMTP_RELAY_SECURITY = "tls"
+        settings.SMTP_RELAY_USERNAME, settings.SMTP_RELAY_PASSWORD = "iovox", "s3cret"
+        settings.SMTP_RELAY_CA_FILE = server.certificate
+        message = deliver(make_message())
+    finally:
+        relay_connections_close()
+        server.stop()
+    assert message.disposition == Disposition.SENT
+    assert server.received[0].tls is True and server.auth_attempts == ["iovox"]
+
+
 def test_a_plain_relay_takes_mail_without_tls(plain_relay):
     message = deliver(make_message())
     assert message.disposition == Disposition.SENT

@@ -148,3 +148,20 @@ def test_over_the_per_client_limit_the_esp_is_asked_to_retry(client, link, setti
     assert client.post("/anymail/mailgun/inbound_mime/", form, **AUTH).status_code == 200
     assert client.post("/anymail/mailgun/inbound_mime/", form, **AUTH).status_code == 503
     assert InboundMessage.objects.count() == 1
+
+
+def test_sendgrid_inbound_parse_with_the_raw_message_reaches_the_links_contact(
+    client, link, mail_servers
+):
+    raw = eml("gmail_reply.eml", sender=CUSTOMER, to=ALIAS)
+    form = {
+        "email": raw.decode(), "from": f"Bob Bob <{CUSTOMER}>", "to": ALIAS,
+        "subject": "Re: Your test drive",
+        "charsets": '{"to":"UTF-8","subject":"UTF-8","from":"UTF-8"}',
+        "envelope": json.dumps({"to": [ALIAS], "from": CUSTOMER}),
+        "sender_ip": "10.10.1.71", "dkim": "{@gmail.example : pass}", "SPF": "pass",
+        "spam_score": "0.1",
+    }  # fmt: skip
+    response = client.post("/anymail/sendgrid/inbound/", form, **AUTH)
+    assert response.status_code == 200
+    assert_forwarded_to_the_contact(mail_servers, peer="esp:sendgrid")

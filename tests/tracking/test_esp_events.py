@@ -16,6 +16,7 @@ from tests.esp_servers import MAILGUN_KEY, WEBHOOK_SECRET, EspApi
 from tests.factories import LinkFactory
 from tests.portal.conftest import portal_client
 from tests.worker import deliver_due
+from tracking.esp_webhooks import urlpatterns as esp_routes
 from tracking.models import (
     DeliveryAttempt,
     Disposition,
@@ -458,3 +459,27 @@ def test_an_unknown_sns_message_type_is_a_400_not_a_500(client, sent_by):
     )
     assert response.status_code == 400
     assert refusals("amazon_ses") == {"malformed": 1}
+
+
+@pytest.mark.parametrize("path", [str(route.pattern) for route in esp_routes])
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        ("", "application/json"),
+        ("{", "application/json"),
+        ("[]", "application/json"),
+        ("null", "application/json"),
+        ('{"Type": "Notification", "MessageId": "1", "Message": "{"}', "text/plain"),
+        ('[{"msys": null}, {"event": 1}]', "application/json"),
+        (
+            "email=%00&envelope=not-json&token=1&timestamp=x&signature=y",
+            "application/x-www-form-urlencoded",
+        ),
+    ],
+)
+def test_whatever_is_posted_to_an_esp_webhook_is_never_a_500(client, settings, path, body, kind):
+    settings.ANYMAIL = EspApi("mailgun").anymail_settings()  # secrets only; nothing started
+    headers = {"x-amz-sns-message-type": "Notification", "x-amz-sns-message-id": "1"}
+    response = client.post(f"/anymail/{path}", body, content_type=kind, headers=headers, **AUTH)
+    assert response.status_code < 500 or response.status_code == 503, response.content[:300]
+    assert response.status_code != 503 or b"not configured" not in response.content

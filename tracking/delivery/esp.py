@@ -112,6 +112,7 @@ def _send_one(esp: str, connection, message: Message, outcomes: Outcomes) -> Non
     except AnymailError as e:
         code = getattr(e, "status_code", None)
         text = " ".join(str(e).split())[:1000]
+        log.warning("%s refused message %s (%s): %s", esp, message.pk, code, text)
         outcomes.temporary(message, EspReply(code, f"failed: {text}", esp))
         return
     status = email.anymail_status

@@ -37,6 +37,10 @@ def relay_deliver(messages: list[Message], outcomes: Outcomes) -> None:
     What the relay does not decide (no connection, a dropped one) stays `queued`."""
     connection, refused = _connection()
     if refused is not None:
+        # Our configuration or the relay, not the messages: said once per batch in the log.
+        log.warning(
+            "the SMTP relay could not be used (%d messages stay queued): %s", len(messages), refused
+        )
         for message in messages:
             outcomes.temporary(message, refused)
         return

@@ -11,11 +11,13 @@ rests on its DKIM signature), the ESP's envelope sender and recipient as the env
 from __future__ import annotations
 
 import logging
+import re
 
 from anymail.inbound import AnymailInboundMessage
 from anymail.signals import AnymailInboundEvent, inbound
 from django.conf import settings
 from django.dispatch import receiver
+from django.http import HttpRequest
 
 from conversations.inbound.raw_mail import Envelope
 from conversations.inbound.receive import Arrival, inbound_receive_many
@@ -27,16 +29,24 @@ from tracking.models import EspWebhookRefusal
 log = logging.getLogger(__name__)
 
 
+# Where each ESP's post carries the message as it arrived: Mailgun's and SendGrid's form fields
+# (with raw MIME on), Postmark's JSON (with "include raw email content" on).
+RAW_FIELDS = {"mailgun": "body-mime", "sendgrid": "email", "postmark": "RawEmail"}
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
 @receiver(inbound, dispatch_uid="iovox-esp-inbound")
 def esp_inbound_received(sender, event: AnymailInboundEvent, esp_name: str, **kwargs) -> None:
-    inbound_from_esp(esp=esp_name.lower().replace(" ", "_"), message=event.message)
+    esp = esp_name.lower().replace(" ", "_")
+    inbound_from_esp(esp=esp, message=event.message, raw=_raw_mime(esp, event))
 
 
-def inbound_from_esp(*, esp: str, message: AnymailInboundMessage) -> InboundMessage | None:
+def inbound_from_esp(
+    *, esp: str, message: AnymailInboundMessage, raw: bytes
+) -> InboundMessage | None:
     """Store what the ESP posted for routing; the stored row, or None when it is for none of
     our addresses or over a limit that will not pass (counted). A limit that will pass (a
     4xx) raises EspWebhookRetry: the ESP is told to post it again later."""
-    raw = message.as_bytes()
     if len(raw) > settings.MAX_MESSAGE_SIZE:
         EspWebhookRefusal.count_one(esp=esp, reason="too_large", detail=f"{len(raw)} bytes")
         return None
@@ -55,6 +65,20 @@ def inbound_from_esp(*, esp: str, message: AnymailInboundMessage) -> InboundMess
         return None
     log.info("stored inbound %s from %s for %s", outcome.pk, esp, ", ".join(recipients))
     return outcome
+
+
+def _raw_mime(esp: str, event: AnymailInboundEvent) -> bytes:
+    """The message's bytes as the ESP received them, where its post has them (so DKIM
+    signatures still hold and it is forwarded as it came); else anymail's message serialized
+    again. CRLF line endings, as SMTP gives them (Postmark's raw uses LF)."""
+    source, field = event.esp_event, RAW_FIELDS.get(esp)
+    text = None
+    if isinstance(source, HttpRequest) and field:
+        text = source.POST.get(field)
+    elif isinstance(source, dict) and field:
+        text = source.get(field)
+    data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else None
+    return _BARE_LF.sub(b"\r\n", data or event.message.as_bytes())
 
 
 def _our_recipients(message: AnymailInboundMessage) -> list[str]:

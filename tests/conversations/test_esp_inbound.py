@@ -66,9 +66,10 @@ def postmark_json(raw: bytes, *, recipient: str) -> dict:
     }
 
 
-def assert_forwarded_to_the_contact(mail_servers, *, peer: str) -> Message:
+def assert_forwarded_to_the_contact(mail_servers, *, peer: str, raw: bytes) -> Message:
     inbound = InboundMessage.objects.get()
     assert (inbound.peer, inbound.mail_from, inbound.rcpt_to) == (peer, CUSTOMER, [ALIAS])
+    assert bytes(inbound.raw).endswith(raw)  # as it came, under our Received line
     work()
     inbound.refresh_from_db()
     assert inbound.status == InboundMessage.Status.ROUTED
@@ -88,7 +89,7 @@ def test_mailgun_inbound_reaches_the_links_contact(client, link, mail_servers):
     form = mailgun_form(raw, recipient=ALIAS, sender=CUSTOMER)
     response = client.post("/anymail/mailgun/inbound_mime/", form, **AUTH)
     assert response.status_code == 200
-    assert_forwarded_to_the_contact(mail_servers, peer="esp:mailgun")
+    assert_forwarded_to_the_contact(mail_servers, peer="esp:mailgun", raw=raw)
 
 
 def test_postmark_inbound_reaches_the_links_contact(client, link, mail_servers):
@@ -101,6 +102,7 @@ def test_postmark_inbound_reaches_the_links_contact(client, link, mail_servers):
     assert response.status_code == 200
     inbound = InboundMessage.objects.get()
     assert inbound.peer == "esp:postmark" and inbound.rcpt_to == [ALIAS]
+    assert bytes(inbound.raw).endswith(raw)  # its LF line endings made CRLF again
     work()
     message = Message.objects.get()
     assert (message.recipient_address, message.disposition) == ("sales@example.net", "sent")
@@ -164,4 +166,4 @@ def test_sendgrid_inbound_parse_with_the_raw_message_reaches_the_links_contact(
     }  # fmt: skip
     response = client.post("/anymail/sendgrid/inbound/", form, **AUTH)
     assert response.status_code == 200
-    assert_forwarded_to_the_contact(mail_servers, peer="esp:sendgrid")
+    assert_forwarded_to_the_contact(mail_servers, peer="esp:sendgrid", raw=raw)

@@ -122,6 +122,9 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 # --- Product --------------------------------------------------------------------------------
+# The step that sends a message through a proxy domain (tracking/services/sending.py): the
+# conversations app's, so that tracking need not import it. None refuses every proxy_domain.
+EMAIL_PROXY_STEP = "conversations.sending.ConversationProxyStep"
 # A credential that authenticated, and a link sent through, are remembered this long by each
 # web process (0: never), so a rotated or deactivated key may still work this long in another
 # process (tracking/caching.py).

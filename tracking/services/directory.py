@@ -31,6 +31,11 @@ def node_update(*, node: Node, **fields: Any) -> Node:
     return _update(node, fields, allowed={"node_id", "node_name", "node_type"})
 
 
+def node_delete(*, node: Node) -> None:
+    """Delete a node; refused (ProtectedError) while links belong to it."""
+    node.delete()
+
+
 def link_create(
     *,
     account: Account,
@@ -92,6 +97,12 @@ def link_update(*, link: Link, **fields: Any) -> Link:
     return _update(
         link, fields, allowed={"node", "link_id", "link_name", "link_type", "destination"}
     )
+
+
+def link_delete(*, link: Link) -> None:
+    """Delete a link; refused (ProtectedError) while messages or conversations refer to it.
+    Every process's link cache forgets it (TrackingConfig.ready)."""
+    link.delete()
 
 
 def link_set_destination(*, link: Link, destination: Contact | None) -> Link:

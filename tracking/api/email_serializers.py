@@ -12,6 +12,7 @@ from django.conf import settings
 from rest_framework import exceptions, serializers, status
 
 from tracking.api.fields import CharField, CopiedFieldsMixin
+from tracking.dates import date_text
 from tracking.engagement.events import (
     EVENTS_LIMIT,
     EVENTS_MAX_LIMIT,
@@ -184,10 +185,6 @@ class SendEmailSerializer(CopiedFieldsMixin, serializers.Serializer):
         return attrs
 
 
-def format_date(value) -> str | None:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else None
-
-
 def message_search_fields(message: Message, *, account: Account) -> dict:
     """The message as the search endpoint shows it (every available field, dates in UTC,
     absent values left out): the same query builder, so the two cannot drift apart."""
@@ -220,7 +217,7 @@ def message_detail(message: Message, *, account: Account, page: int, limit: int)
         {
             name: value
             for name, value in {
-                "attempted_at": format_date(attempt.attempted_at),
+                "attempted_at": date_text(attempt.attempted_at),
                 "mx_host": attempt.mx_host,
                 "smtp_code": attempt.smtp_code,
                 "smtp_text": attempt.smtp_text,

@@ -74,10 +74,6 @@ def own_domains() -> set[str]:
     return {settings.ALIAS_DOMAIN, settings.BOUNCE_DOMAIN} | {d for (d,) in configured}
 
 
-def is_own_domain(domain: str) -> bool:
-    return bool(own_domains_among([domain]))
-
-
 def own_domains_among(domains: Iterable[str]) -> set[str]:
     """Those of `domains` (lower-cased) that are our own alias, bounce or proxy domains, in
     one query for all of them (a worker's batch)."""

@@ -41,9 +41,6 @@ class MessageQuerySet(models.QuerySet):
     def for_account(self, account: Account) -> MessageQuerySet:
         return self.filter(account=account)
 
-    def in_range(self, start, end) -> MessageQuerySet:
-        return self.filter(receive_date__gte=start, receive_date__lte=end)
-
 
 class Message(models.Model):
     """One tracked email: what we were asked to send (or received to forward) and what became

@@ -93,8 +93,7 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     # Parameters go to PostgreSQL beside the query, not written into its text: a large value
     # (a message's raw bytes) is then sent as it is, where client-side binding escaped it into
-    # a SQL literal and held several copies of it (a 20 MB message took 9 times its size of
-    # smtpd's memory to store, 2 times with this).
+    # a SQL literal and held several copies of it in smtpd's memory.
     DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -98,7 +98,7 @@ def _binary(attachment: Attachment) -> MIMEBase:
 def _multipart(subtype: str, parts: list) -> MIMEMultipart:
     # A random boundary of our own: 122 random bits cannot occur in the parts by chance, and
     # the generator's own choice compiles a new regular expression for every message to check
-    # that (a third of a millisecond each).
+    # that, for every message.
     container = MIMEMultipart(subtype, boundary=f"=_{uuid.uuid4().hex}", _subparts=parts)
     del container["MIME-Version"]
     return container

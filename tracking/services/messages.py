@@ -110,7 +110,7 @@ def messages_accept(drafts: Sequence[MessageDraft]) -> list[Message]:
     # attachments or an event come with it. Inside a caller's transaction this nests as usual.
     with transaction.atomic() if attachments or received else contextlib.nullcontext():
         if len(messages) == 1:
-            messages[0].save(force_insert=True)  # 0.25 ms of CPU less than bulk_create
+            messages[0].save(force_insert=True)  # less CPU than bulk_create for one row
         else:
             Message.objects.bulk_create(messages)
         if attachments:

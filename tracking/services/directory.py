@@ -176,12 +176,6 @@ def link_generate_alias(*, link: Link, max_tries: int = 1000) -> tuple[Link, boo
     raise RuntimeError(f"no free alias address for {base}@{domain} after {max_tries} tries")
 
 
-def link_clear_alias(*, link: Link) -> Link:
-    link.email_address = None
-    link.save(update_fields=["email_address"])
-    return link
-
-
 def _check_same_account(account: Account, *objects: Any) -> None:
     for obj in objects:
         if obj is not None and obj.account_id != account.pk:

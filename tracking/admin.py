@@ -169,8 +169,22 @@ class NodeAdmin(ServiceDeleteAdmin, ValidatedFieldsAdmin):
     search_fields = ["node_id", "node_name"]
 
 
+class LinkAdminForm(forms.ModelForm):
+    def clean(self):
+        data = super().clean()
+        if data.get("account"):
+            try:
+                directory.link_parts_check(
+                    data["account"], data.get("node"), data.get("destination")
+                )
+            except ValueError as e:
+                raise forms.ValidationError(str(e)) from None
+        return data
+
+
 @admin.register(Link)
 class LinkAdmin(ServiceDeleteAdmin, ValidatedFieldsAdmin):
+    form = LinkAdminForm
     delete_service, delete_keyword = staticmethod(directory.link_delete), "link"
     field_validators = {"link_id": [directory_id_validator]}
     list_display = ["link_id", "link_name", "link_type", "node", "email_address", "destination"]

@@ -151,3 +151,23 @@ def test_admin_deletes_through_the_services_the_api_and_portal_use(staff_client,
     link = LinkFactory()
     staff_client.post(f"/admin/tracking/link/{link.pk}/delete/", {"post": "yes"})
     assert not Link.objects.filter(pk=link.pk).exists()
+
+
+def test_admin_refuses_a_link_whose_node_is_another_account_s(staff_client, alice, bob):
+    from tests.factories import NodeFactory
+    from tracking.models import Link
+
+    node = NodeFactory(account=bob.account)
+    response = staff_client.post(
+        "/admin/tracking/link/add/",
+        {"account": alice.account.pk, "node": node.pk, "link_id": "l1", "link_name": "L1"},
+    )
+    assert response.status_code == 200  # the form again, with the error
+    assert "belongs to another account" in response.content.decode()
+    assert not Link.objects.exists()
+    response = staff_client.post(
+        "/admin/tracking/link/add/",
+        {"account": bob.account.pk, "node": node.pk, "link_id": "l1", "link_name": "L1"},
+    )
+    assert response.status_code == 302
+    assert Link.objects.get().node == node

@@ -45,7 +45,7 @@ def link_create(
     link_type: str = "",
     destination: Contact | None = None,
 ) -> Link:
-    _check_same_account(account, node, destination)
+    link_parts_check(account, node, destination)
     return Link.objects.create(
         account=account,
         node=node,
@@ -93,7 +93,7 @@ def link_must_exist(link: Link) -> Iterator[None]:
 
 
 def link_update(*, link: Link, **fields: Any) -> Link:
-    _check_same_account(link.account, fields.get("node"), fields.get("destination"))
+    link_parts_check(link.account, fields.get("node"), fields.get("destination"))
     return _update(
         link, fields, allowed={"node", "link_id", "link_name", "link_type", "destination"}
     )
@@ -176,7 +176,9 @@ def link_generate_alias(*, link: Link, max_tries: int = 1000) -> tuple[Link, boo
     raise RuntimeError(f"no free alias address for {base}@{domain} after {max_tries} tries")
 
 
-def _check_same_account(account: Account, *objects: Any) -> None:
+def link_parts_check(account: Account, *objects: Any) -> None:
+    """A link's node and destination must be its account's (ValueError if not); None is no
+    object to check. The admin's link form asks this too."""
     for obj in objects:
         if obj is not None and obj.account_id != account.pk:
             raise ValueError(f"{obj!r} belongs to another account")

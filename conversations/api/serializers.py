@@ -32,10 +32,8 @@ def usable_proxy_domain(account, value: str) -> str:
     """The domain, normalised, when the account may use it; the service owns the rule."""
     try:
         return proxy_domain_for_account(account=account, domain=value).domain
-    except ProxyDomainNotUsable:
-        raise serializers.ValidationError(
-            "proxy_domain is not configured for your account", code="not_configured"
-        ) from None
+    except ProxyDomainNotUsable as e:
+        raise serializers.ValidationError(str(e), code="not_configured") from None
 
 
 class ProxyAddressSerializer(serializers.Serializer):

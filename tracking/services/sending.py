@@ -23,6 +23,9 @@ class ProxyDomainRefused(ValueError):
     """The account may not send through this proxy domain (unknown, another's, or no proxy
     step installed)."""
 
+    def __init__(self, message: str = "proxy_domain is not configured for your account"):
+        super().__init__(message)
+
 
 @dataclass(frozen=True)
 class Sent:
@@ -55,7 +58,7 @@ def proxy_domain_usable(*, account: Account, domain: str) -> str:
     """`domain` normalised, if the account may send through it; ProxyDomainRefused if not."""
     step = proxy_step()
     if step is None:
-        raise ProxyDomainRefused("proxy_domain is not configured for your account")
+        raise ProxyDomainRefused()
     return step.usable_domain(account=account, domain=domain)
 
 
@@ -74,5 +77,5 @@ def email_send(*, account: Account, link: Link, proxy_domain: str = "", **fields
         return Sent(message=message_accept(account=account, link=link, **fields))
     step = proxy_step()
     if step is None:
-        raise ProxyDomainRefused("proxy_domain is not configured for your account")
+        raise ProxyDomainRefused()
     return step.send(account=account, link=link, proxy_domain=proxy_domain, **fields)

@@ -52,6 +52,8 @@ class _WirePolicy(Compat32):
 
 
 WIRE = _WirePolicy(linesep="\r\n", max_line_length=78)
+# A message's attachments when loaded with it (delivery.claims), else they are read here.
+LOADED_ATTACHMENTS = "loaded_attachments"
 UTF8_QP = Charset("utf-8")
 UTF8_QP.body_encoding = QP  # readable for mostly-ASCII text, and wraps long lines
 
@@ -65,7 +67,9 @@ def message_outgoing_bytes(message: Message) -> bytes:
     elif message.source_mime:
         data = mime_add_tracking(bytes(message.source_mime), message_id=message.message_id)
     else:
-        data = message_build_mime(message, content=message_tracked_content(message))
+        attachments = getattr(message, LOADED_ATTACHMENTS, None)
+        content = message_tracked_content(message)
+        data = message_build_mime(message, attachments, content=content)
     return dkim_sign(data)
 
 

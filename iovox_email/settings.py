@@ -42,6 +42,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: its request id is on every log line of the request, its latency covers it all.
+    "iovox_email.observability.RequestObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -387,12 +389,39 @@ CACHES = {
 # JSON bodies nested deeper than this are refused (400) before any code walks them.
 API_MAX_JSON_DEPTH = 32
 
-# --- Logging --------------------------------------------------------------------------------
+# --- Operations: health, metrics, logs (docs/operations.md) -------------------------------
+# The worker's and smtpd's health and metrics port (`/healthz`, `/readyz`, `/metrics`); the web
+# serves the same paths on its own port. -1 turns one off, 0 takes any free port.
+HEALTH_HOST = env("HEALTH_HOST", default="127.0.0.1")
+WORKER_HEALTH_PORT = env.int("WORKER_HEALTH_PORT", default=9102)
+SMTPD_HEALTH_PORT = env.int("SMTPD_HEALTH_PORT", default=9103)
+# When set, /metrics wants "Authorization: Bearer <METRICS_TOKEN>".
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+# "text" (one readable line per record) or "json" (one JSON object per line, with the
+# request id, and the message id and account where there are some).
+LOG_FORMAT = env("LOG_FORMAT", default="text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "context": {"()": "iovox_email.observability.LogContextFilter"},
+        "task_chatter": {"()": "iovox_email.observability.TaskChatterFilter"},
+    },
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(process)d",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "text",
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
@@ -402,5 +431,8 @@ LOGGING = {
         "dkimpy": {"level": "CRITICAL"},
         # Names every detector it runs, for every bounce.
         "flufl.bounce": {"level": "WARNING"},
+        # django-q2 says at INFO what its scheduler, pusher and workers did with each task,
+        # several lines a minute: chatter, demoted to DEBUG; its cluster's start and stop stay.
+        "django-q": {"filters": ["task_chatter"]},
     },
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import threading
 import time
@@ -31,6 +32,7 @@ from conversations.inbound.raw_mail import Envelope
 from conversations.inbound.receive import Arrival, inbound_receive_many
 from conversations.inbound.recipients import address_normalize, recipient_resolve
 from conversations.models import InboundMessage
+from iovox_email.metrics import INBOUND_MESSAGES
 from tracking.caching import ProcessCache
 
 log = logging.getLogger("conversations.smtpd")
@@ -266,15 +268,37 @@ class InboundHandler:
             outcome = await self.group_commit.store(Arrival(details, list(envelope.rcpt_tos), raw))
         except Exception:
             log.exception("could not store a message from %s", details.mail_from)
-            return "451 4.3.0 Message not stored, please try again later"
+            return _answered("451 4.3.0 Message not stored, please try again later")
         if isinstance(outcome, str):
             log.info("refused a message from %s (%s): %s", details.peer, details.mail_from, outcome)
-            return outcome
+            return _answered(outcome)
         if outcome.status == InboundMessage.Status.REFUSED:
-            log.info("refused inbound %s: %s", outcome.pk, outcome.error)
-            return f"554 5.4.6 {outcome.error}"
-        log.info("stored inbound %s for %s", outcome.pk, ", ".join(envelope.rcpt_tos))
-        return f"250 2.0.0 OK queued as {outcome.pk}"
+            log.info(
+                "refused inbound %s: %s",
+                outcome.pk,
+                outcome.error,
+                extra={"inbound_id": outcome.pk, "outcome": "refused"},
+            )
+            return _answered(f"554 5.4.6 {outcome.error}")
+        log.info(
+            "stored inbound %s for %s",
+            outcome.pk,
+            ", ".join(envelope.rcpt_tos),
+            extra={"inbound_id": outcome.pk, "outcome": "accepted"},
+        )
+        return _answered(f"250 2.0.0 OK queued as {outcome.pk}")
+
+
+def _answered(reply: str) -> str:
+    """Count the answer to a message by outcome and, for a refusal, its enhanced status code
+    (RFC 3463: a small fixed set of ours, so a bounded label), then give it."""
+    code, _, rest = reply.partition(" ")
+    outcome = {"2": "accepted", "4": "deferred"}.get(code[:1], "refused")
+    reason = rest.split(" ", 1)[0] if outcome != "accepted" else ""
+    if not re.fullmatch(r"[245]\.\d{1,3}\.\d{1,3}", reason or "x.x.x"):
+        reason = code if outcome != "accepted" else ""
+    INBOUND_MESSAGES.labels(outcome=outcome, reason=reason).inc()
+    return reply
 
 
 def _peer(peer) -> str:

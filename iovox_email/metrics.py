@@ -81,6 +81,12 @@ class BacklogCollector(Collector):
     """What is waiting, read from the database at scrape time (the worker exports these; they
     are the whole system's, so one process is enough)."""
 
+    NAMES = (
+        "iovox_messages_due",
+        "iovox_oldest_due_message_age_seconds",
+        "iovox_webhook_deliveries_pending",
+    )
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from django.db.models import Min
 
@@ -137,3 +143,18 @@ def metrics_text(*, backlog: bool = False) -> tuple[bytes, str]:
         extra.register(BacklogCollector())
         body += generate_latest(extra)
     return body, CONTENT_TYPE_LATEST
+
+
+def exported_names() -> set[str]:
+    """The name of every sample we export (a counter's `_total`, a histogram's `_bucket`,
+    `_sum` and `_count`, ...): what a dashboard or an alert may refer to."""
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "gauge": ("",),
+    }
+    names = set(BacklogCollector.NAMES)
+    for family in REGISTRY.collect():
+        if family.name.startswith("iovox_"):
+            names |= {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
+    return names

@@ -24,11 +24,6 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 UNCOUNTED = frozenset({"healthz", "livez", "readyz", "metrics"})
 
 
-def log_context_set(**values: object) -> contextvars.Token:
-    """Add `values` to what this request's (or task's) log lines carry; reset with the token."""
-    return log_context.set({**(log_context.get() or {}), **values})
-
-
 class LogContextFilter(logging.Filter):
     """Puts the current log context on every record (the JSON formatter writes it out)."""
 

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -294,3 +295,15 @@ def test_the_worker_serves_readiness_and_adds_up_its_task_processes_metrics(
         assert "iovox_webhook_deliveries_pending 0.0" in text
     finally:
         stop_worker(worker)
+
+
+def test_every_query_of_the_sample_grafana_dashboard_names_only_metrics_we_export():
+    from iovox_email.metrics import exported_names
+
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    named = {name for expr in exprs for name in re.findall(r"\biovox_\w+", expr)}
+
+    assert len(exprs) >= 12
+    assert named - exported_names() == set()
+    assert {"iovox_deliveries_total", "iovox_messages_due"} <= named

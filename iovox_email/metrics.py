@@ -77,6 +77,14 @@ SMTP_CONNECTIONS_OPEN = Gauge(
 )
 
 
+# --- Retention ------------------------------------------------------------------------------
+PURGED_ROWS = Counter(
+    "iovox_purged_rows_total",
+    "Rows deleted (or contents emptied) by the purge, by kind.",
+    ["kind"],
+)
+
+
 class BacklogCollector(Collector):
     """What is waiting, read from the database at scrape time (the worker exports these; they
     are the whole system's, so one process is enough)."""

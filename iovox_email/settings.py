@@ -206,6 +206,15 @@ INBOUND_RETRY_SCHEDULE = [
     for s in env.list("INBOUND_RETRY_SCHEDULE", default=["60", "300", "1800", "7200", "21600"])
 ]
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_SIZE
+# Retention (docs/operations.md; the purge runs every 10 minutes, `manage.py purge --dry-run`
+# says what it would delete). Days a finished message keeps its bodies, MIME and attachments
+# (its metadata stays); days a message is kept at all, with its attempts and events; days an
+# open or click is kept as a row (the message's counters keep counting it). Rows per batch,
+# each batch a short transaction of its own.
+MESSAGE_CONTENT_RETENTION_DAYS = env.int("MESSAGE_CONTENT_RETENTION_DAYS", default=90)
+MESSAGE_RETENTION_DAYS = env.int("MESSAGE_RETENTION_DAYS", default=400)
+EVENT_RETENTION_DAYS = env.int("EVENT_RETENTION_DAYS", default=180)
+PURGE_BATCH_SIZE = env.int("PURGE_BATCH_SIZE", default=500)
 
 # --- Webhooks (tracking/webhooks, docs/webhooks.md) -----------------------------------------
 # Seconds between a failed delivery and its next attempt; after the last, the delivery fails.

@@ -91,10 +91,11 @@ def inbound_retry_due() -> int:
     ).update(status=InboundMessage.Status.PENDING, retry_at=None)
 
 
-def inbound_messages_purge(*, batch: int = 1000) -> int:
+def inbound_messages_purge(*, batch: int = 1000, dry_run: bool = False) -> int:
     """Delete messages that are done with (routed, refused, or failed after their last
     attempt) and older than INBOUND_RETENTION_DAYS, a batch at a time; how many were
-    deleted. Pending and deferred ones stay: they are still to be routed."""
+    deleted (with `dry_run`: how many there are). Pending and deferred ones stay: they are
+    still to be routed."""
     cutoff = timezone.now() - timedelta(days=settings.INBOUND_RETENTION_DAYS)
     old = InboundMessage.objects.filter(
         status__in=[
@@ -104,6 +105,8 @@ def inbound_messages_purge(*, batch: int = 1000) -> int:
         ],
         received_at__lt=cutoff,
     )
+    if dry_run:
+        return old.count()
     deleted = 0
     for _ in range(100):  # bounded: what is left waits for the next run
         pks = list(old.order_by("received_at").values_list("pk", flat=True)[:batch])

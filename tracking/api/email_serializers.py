@@ -202,6 +202,10 @@ def message_detail(message: Message, *, account: Account, page: int, limit: int)
     bounces, and one page of the events it kept (`events_*` say which page of how many)."""
     detail = message_search_fields(message, account=account)
     detail["subject"] = message.subject
+    # Past MESSAGE_CONTENT_RETENTION_DAYS the bodies and attachments are gone; the rest stays.
+    detail["content_kept"] = message.content_purged_at is None
+    if message.content_purged_at is not None:
+        detail["content_purged_at"] = format_date(message.content_purged_at)
     if message.status_detail:
         detail["status_detail"] = message.status_detail
     detail["attempts"] = [

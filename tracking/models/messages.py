@@ -114,6 +114,9 @@ class Message(models.Model):
     last_smtp_response = models.TextField(blank=True)
     # Why a message ended as it did when no SMTP reply says it (rule error, bounce diagnostic).
     status_detail = models.TextField(blank=True)
+    # When its bodies, MIME and attachments were deleted (MESSAGE_CONTENT_RETENTION_DAYS,
+    # tracking/services/retention.py); its metadata stays until MESSAGE_RETENTION_DAYS.
+    content_purged_at = models.DateTimeField(null=True, blank=True)
 
     objects = MessageQuerySet.as_manager()
 
@@ -156,6 +159,13 @@ class Message(models.Model):
             models.Index(fields=["disposition", "recipient_domain", "id"], name="msg_disp_domain"),
             # ... and messages by when they fall due: the latest, and expiry.
             models.Index(fields=["disposition", "next_attempt_at"], name="msg_disp_due"),
+            # Retention: the oldest messages whose content is still kept. Appended at its
+            # right end (receive_date grows), and a message leaves it once its content goes.
+            models.Index(
+                fields=["receive_date"],
+                name="msg_content_kept",
+                condition=models.Q(content_purged_at__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -48,7 +48,7 @@ from tests.factories import ContactFactory, LinkFactory
 from tests.mailservers import free_port
 from tests.worker import ROOT, database_url, wait_until
 from tracking.engagement import tokens
-from tracking.models import Disposition, Message
+from tracking.models import Disposition, Message, WorkerLease
 from tracking.services.accounts import credential_rotate
 
 pytestmark = [pytest.mark.multinode, pytest.mark.django_db(transaction=True)]
@@ -96,9 +96,11 @@ class Node:
 
     def kill(self) -> None:
         """SIGKILL to the whole group: the machine is gone."""
-        if self.process.poll() is None:
+        try:
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=10)
 
     def stop(self) -> None:
         """SIGTERM (a graceful stop: gunicorn's workers write their buffered hits), then
@@ -140,43 +142,56 @@ def machines(shared_services, mail_servers, tmp_path):
         "Q_WORKERS": "5",
     }
     nodes: dict[str, Node] = {}
-    ports: dict[str, int] = {}
-    for n in (1, 2):
-        ports[f"web{n}"] = free_port()
-        metrics_dir = tmp_path / f"web{n}-metrics"
-        metrics_dir.mkdir()
-        nodes[f"web{n}"] = Node(
-            f"web{n}",
-            [str(Path(sys.executable).parent / "gunicorn"), "iovox_email.wsgi", "--workers=2",
-             f"--bind=127.0.0.1:{ports[f'web{n}']}", "--log-level=warning"],
-            {**base, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
-            tmp_path,
-        )  # fmt: skip
-        ports[f"worker{n}"] = free_port()
-        nodes[f"worker{n}"] = Node(
-            f"worker{n}",
-            [sys.executable, "manage.py", "worker", "--health-port", str(ports[f"worker{n}"])],
-            base,
-            tmp_path,
-        )
-        ports[f"smtpd{n}"], ports[f"smtpd{n}-health"] = free_port(), free_port()
-        nodes[f"smtpd{n}"] = Node(
-            f"smtpd{n}",
-            [sys.executable, "manage.py", "smtpd", "--host", "127.0.0.1",
-             "--port", str(ports[f"smtpd{n}"]), "--health-port", str(ports[f"smtpd{n}-health"])],
-            base,
-            tmp_path,
-        )  # fmt: skip
+    ports = {name: free_port() for name in ("web1", "web2", "worker1", "worker2")}
+    ports |= {name: free_port() for name in ("smtpd1", "smtpd2", "smtpd1-health", "smtpd2-health")}
+
+    def start(name: str) -> None:
+        n = name[-1]
+        if name.startswith("web"):
+            metrics_dir = tmp_path / f"{name}-metrics"
+            metrics_dir.mkdir()
+            args = [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "iovox_email.wsgi",
+                "--workers=2",
+                f"--bind=127.0.0.1:{ports[name]}",
+                "--log-level=warning",
+            ]
+            env = {**base, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+        elif name.startswith("worker"):
+            args = [sys.executable, "manage.py", "worker", "--health-port", str(ports[name])]
+            env = base
+        else:
+            args = [
+                sys.executable,
+                "manage.py",
+                "smtpd",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ports[name]),
+                "--health-port",
+                str(ports[f"smtpd{n}-health"]),
+            ]
+            env = base
+        nodes[name] = Node(name, args, env, tmp_path)  # fmt: skip
+
     try:
-        probes = [ports[f"web{n}"] for n in (1, 2)] + [
-            ports[name] for name in ("worker1", "worker2", "smtpd1-health", "smtpd2-health")
-        ]
+        # worker1 first, so it runs every resident loop (both delivery slots, routing,
+        # webhooks) and worker2 none: killing worker1 leaves worker2 to take them all over.
+        start("worker1")
+        held = WorkerLease.objects.filter(holder__isnull=False)
+        wait_until(lambda: held.count() == 4, timeout=60, step=0.2)
+        for name in ("web1", "web2", "worker2", "smtpd1", "smtpd2"):
+            start(name)
+        probes = [ports[name] for name in ("web1", "web2", "worker1", "worker2")]
+        probes += [ports["smtpd1-health"], ports["smtpd2-health"]]
         for port in probes:
             wait_until(lambda port=port: ready(port), timeout=60, step=0.2)
         yield nodes, ports
     finally:
         for node in nodes.values():
-            node.stop()
+            node.kill()
 
 
 def ready(port: int) -> bool:
@@ -267,6 +282,7 @@ def test_two_of_each_process_behave_as_one_system_when_one_of_each_dies(
     LinkFactory(account=alice.account, link_id="1234", node__account=alice.account)
     LinkFactory(email_address=ALIAS, destination=ContactFactory(email="sales@example.net"))
     load = Load(alice, ports)
+    mail_servers.mx.rcpt_delay = 0.02  # deliveries take a while: some are in flight at the kill
 
     load.run(range(SENDS // 2), range(INBOUND // 2), ["web1", "web2"], ["smtpd1", "smtpd2"])
     for name in ("web1", "worker1", "smtpd1"):
@@ -282,6 +298,7 @@ def test_two_of_each_process_behave_as_one_system_when_one_of_each_dies(
     assert len(load.inbound_accepted) >= INBOUND * 3 // 4, logs()
     routed = InboundMessage.objects.filter(status=InboundMessage.Status.ROUTED)
     waiting = Message.objects.filter(disposition__in=[Disposition.RECEIVED, Disposition.QUEUED])
+    # Only worker2 is left, and it ran no loop of its own: what follows is its takeover.
     wait_until(
         lambda: routed.count() >= len(load.inbound_accepted) and not waiting.exists(),
         timeout=60,

@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Django's command-line utility for administrative tasks."""
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
@@ -15,7 +17,9 @@ def main() -> None:
         # /metrics adds up (iovox_email/metrics.py). prometheus-client reads this variable when
         # it is imported, so it is set before anything is; a fresh directory per start, so no
         # earlier run's counts are added in.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="iovox-worker-metrics-")
+        metrics_dir = tempfile.mkdtemp(prefix="iovox-worker-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

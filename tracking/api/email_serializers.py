@@ -21,7 +21,7 @@ from tracking.engagement.events import (
 )
 from tracking.headers import header_value_validator
 from tracking.models import Account, Attachment, Link, Message
-from tracking.search import SearchQuery, search_rows
+from tracking.search import SearchQuery, content_fields, search_rows
 from tracking.services.directory import link_for_sending
 from tracking.services.messages import AttachmentDraft
 
@@ -203,9 +203,7 @@ def message_detail(message: Message, *, account: Account, page: int, limit: int)
     detail = message_search_fields(message, account=account)
     detail["subject"] = message.subject
     # Past MESSAGE_CONTENT_RETENTION_DAYS the bodies and attachments are gone; the rest stays.
-    detail["content_kept"] = message.content_purged_at is None
-    if message.content_purged_at is not None:
-        detail["content_purged_at"] = format_date(message.content_purged_at)
+    detail |= content_fields(message.content_purged_at)
     if message.status_detail:
         detail["status_detail"] = message.status_detail
     detail["attempts"] = [

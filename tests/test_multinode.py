@@ -58,7 +58,7 @@ SENDS = 80  # through the webs, half before the kill
 INBOUND = 20  # through the smtpds, half before the kill
 ALIAS = "multinode_test@iovox.email"
 CONNECTIONS, BATCH = 2, 10  # each worker's: what one dead worker can have in flight
-LOCK_SECONDS = 4
+LOCK_SECONDS = 8  # a live worker renews its claims every third of it, even on a busy machine
 CACHE_SECONDS = 2.0
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0"
 

@@ -238,9 +238,12 @@ def test_smtpd_is_ready_once_it_listens_and_can_store_mail_and_counts_what_it_an
 
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
         smtp.sendmail("a@example.org", ["ops_test@iovox.email"], b"Subject: hi\r\n\r\nhello\r\n")
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            smtp.sendmail("a@example.org", ["nobody@iovox.email"], b"Subject: hi\r\n\r\nx\r\n")
 
     text = scrape(health_port)
     assert 'iovox_inbound_messages_total{outcome="accepted",reason=""} 1.0' in text
+    assert 'iovox_inbound_messages_total{outcome="refused",reason="5.1.1"} 1.0' in text
     assert "iovox_smtp_connections_open" in text
 
 

@@ -231,27 +231,27 @@ class InboundHandler:
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope, address, options):
         if refusal := self.recent_usage.mail_refusal(client_of(_peer(session.peer))):
-            return refusal
+            return _answered(refusal)
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope, address, options):
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
-            return "452 4.5.3 Too many recipients"
+            return "452 4.5.3 Too many recipients"  # the client sends the rest later: no refusal
         recipient = self.known.get(address)
         if recipient is None:
             try:
                 recipient = await self._run(_resolve, address)
             except Exception:
                 log.exception("recipient lookup failed for %s", address)
-                return "451 4.3.0 Temporary lookup failure, please try again later"
+                return _answered("451 4.3.0 Temporary lookup failure, please try again later")
             if recipient is None:
-                return "550 5.1.1 No such recipient here"
+                return _answered("550 5.1.1 No such recipient here")
             self.known.add(recipient)
         size = _declared_size(envelope.mail_options)
         if refusal := self.recent_usage.rcpt_refusal(recipient, size):
-            return refusal
+            return _answered(refusal)
         if recipient not in envelope.rcpt_tos:
             envelope.rcpt_tos.append(recipient)
         return "250 2.1.5 OK"
@@ -290,8 +290,9 @@ class InboundHandler:
 
 
 def _answered(reply: str) -> str:
-    """Count the answer to a message by outcome and, for a refusal, its enhanced status code
-    (RFC 3463: a small fixed set of ours, so a bounded label), then give it."""
+    """Count the answer to a message (its DATA; a refusal at MAIL FROM or RCPT TO too) by
+    outcome and, for a refusal, its enhanced status code (RFC 3463: a small fixed set of
+    ours, so a bounded label), then give it."""
     code, _, rest = reply.partition(" ")
     outcome = {"2": "accepted", "4": "deferred"}.get(code[:1], "refused")
     reason = rest.split(" ", 1)[0] if outcome != "accepted" else ""

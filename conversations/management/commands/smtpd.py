@@ -32,8 +32,6 @@ class Command(BaseCommand):
         probes = probes_start(
             settings.HEALTH_HOST, health_port, stores_mail=True, ready=listening.is_set
         )
-        if probes is not None:
-            self.stdout.write(f"health on {settings.HEALTH_HOST}:{probes.server_address[1]}")
         try:
             asyncio.run(self.run(host, port, listening))
         finally:

@@ -30,9 +30,6 @@ class Command(QclusterCommand):
         # The worker's /metrics also carries the backlog gauges: they are the whole system's.
         probes = probes_start(settings.HEALTH_HOST, health_port, backlog=True)
         stop = threading.Event()
-        if probes is not None:
-            self.stdout.write(f"health on {settings.HEALTH_HOST}:{probes.server_address[1]}")
-            self.stdout.flush()
         try:
             super().handle(*args, **options)
             # Started once the cluster's processes are forked, so none inherits its database

@@ -24,6 +24,12 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 UNCOUNTED = frozenset({"healthz", "livez", "readyz", "metrics"})
 
 
+def log_context_add(**values: object) -> None:
+    """Add `values` (the account, once a request has authenticated) to what the rest of this
+    request's log lines carry."""
+    log_context.set({**(log_context.get() or {}), **values})
+
+
 class LogContextFilter(logging.Filter):
     """Puts the current log context on every record (the JSON formatter writes it out)."""
 

@@ -310,3 +310,12 @@ def test_every_query_of_the_sample_grafana_dashboard_names_only_metrics_we_expor
     assert len(exprs) >= 12
     assert named - exported_names() == set()
     assert {"iovox_deliveries_total", "iovox_messages_due"} <= named
+
+
+@pytest.mark.django_db
+def test_json_log_lines_of_an_authenticated_api_request_carry_its_account(json_log, alice):
+    response = alice.client.get("/rest/v1/nodes/no-such-node", HTTP_X_REQUEST_ID="lb-5678")
+
+    assert response.status_code == 404
+    [line] = [line for line in json_log() if line["logger"] == "django.request"]
+    assert (line["request_id"], line["account"]) == ("lb-5678", alice.account.pk)

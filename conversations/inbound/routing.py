@@ -43,10 +43,10 @@ from conversations.inbound.recipients import (
 )
 from conversations.models import Conversation, InboundMessage
 from conversations.services import (
-    address_domain,
     conversation_relay_thread,
     own_domains_among,
 )
+from tracking.addresses import address_domain
 from tracking.delivery.durability import relax_commit_durability
 from tracking.engagement.source_mime import mime_bytes, mime_parse, mime_tree_add_tracking
 from tracking.models import Contact, Direction, Disposition, Link, Message

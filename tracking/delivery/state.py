@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Expression, F, Field
 from django.utils import timezone
@@ -52,7 +53,7 @@ ALLOWED: dict[str, frozenset[str]] = {
 
 # The fields a transition may set beside the disposition.
 TRANSITION_FIELDS = frozenset(
-    {"delivery_date", "next_attempt_at", "last_smtp_response", "status_detail"}
+    {"delivery_date", "next_attempt_at", "last_smtp_response", "status_detail", "esp_message_id"}
 )
 
 
@@ -228,8 +229,13 @@ def _apply(transition: Transition) -> None:
 # Every move but a later bounce is the outcome of an attempt to deliver (or of the end of
 # trying: expiry, no rules).
 NOT_DELIVERY_OUTCOMES = frozenset({Disposition.RECEIVED_BOUNCED})
-# Until several transports exist, every message leaves by its recipient's MX.
-TRANSPORT = "mx"
+
+
+def _transport() -> str:
+    """The metric's and log line's transport: the deployment's DELIVERY_TRANSPORT (mx, smtp,
+    anymail). An account that overrides it is not told apart here: that would cost a query
+    per outcome."""
+    return settings.DELIVERY_TRANSPORT
 
 
 def _observe(transition: Transition) -> None:
@@ -237,10 +243,11 @@ def _observe(transition: Transition) -> None:
     if transition.to in NOT_DELIVERY_OUTCOMES:
         return
     message = transition.message
-    DELIVERIES.labels(outcome=transition.to, transport=TRANSPORT).inc()
+    transport = _transport()
+    DELIVERIES.labels(outcome=transition.to, transport=transport).inc()
     if transition.to == Disposition.SENT and message.receive_date is not None:
         waited = (timezone.now() - message.receive_date).total_seconds()
-        ACCEPTED_TO_SENT.labels(transport=TRANSPORT).observe(max(0.0, waited))
+        ACCEPTED_TO_SENT.labels(transport=transport).observe(max(0.0, waited))
     log.info(
         "message %s %s",
         message.message_id,
@@ -249,7 +256,7 @@ def _observe(transition: Transition) -> None:
             "message_id": str(message.message_id),
             "account": message.account_id,
             "outcome": transition.to,
-            "transport": TRANSPORT,
+            "transport": transport,
             "smtp_response": transition.fields.get("last_smtp_response", ""),
         },
     )

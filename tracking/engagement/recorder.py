@@ -44,6 +44,7 @@ from django.db import connection, transaction
 
 from iovox_email.metrics import TRACKING_HITS
 from tracking.buffering import AfterResponseBuffer
+from tracking.dates import date_text
 from tracking.engagement.classify import HitFacts, clicks_nearby, hit_classify
 from tracking.engagement.retention import events_store
 from tracking.events import EventDraft, events_emit
@@ -66,6 +67,7 @@ class Hit:
     ip: str | None
     user_agent: str
     url: str = ""
+    source: str = "ours"  # or "esp": reported by the ESP's tracking webhook
 
 
 def tracking_hit_record(*, hit: Hit) -> None:
@@ -122,7 +124,7 @@ def _count(events: list[TrackingEvent]) -> None:
 def _event_draft(event: TrackingEvent, message: _MessageFacts) -> EventDraft:
     """The webhook event of a hit: `email.opened` or `email.clicked`, with the hit."""
     hit = {
-        "occurred_date": event.occurred_at.strftime("%Y-%m-%d %H:%M:%S"),
+        "occurred_date": date_text(event.occurred_at),
         "ip": event.ip,
         "user_agent": event.user_agent,
         "url": event.url,
@@ -206,6 +208,7 @@ def _event(hit: Hit, message: _MessageFacts, clicks: dict[int, list[datetime]]) 
         url=hit.url,
         automated=verdict.automated,
         automated_reason=verdict.reason,
+        source=hit.source,
     )
 
 

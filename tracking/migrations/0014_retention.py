@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tracking', '0012_dkim_key_rotation'),
+        ('tracking', '0013_delivery_transport'),
     ]
 
     operations = [

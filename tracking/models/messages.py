@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from tracking.models.accounts import Account
 from tracking.models.directory import Link
-from tracking.models.fields import BytesField
+from tracking.models.fields import BulkInsertBinaryField
 
 
 class Disposition(models.TextChoices):
@@ -26,6 +26,11 @@ class Disposition(models.TextChoices):
     EXPIRED = "expired", "Expired"
 
 
+class EventSource(models.TextChoices):
+    OURS = "ours", "Our tracking"
+    ESP = "esp", "The ESP"
+
+
 class ReadDisposition(models.TextChoices):
     UNREAD = "unread", "Unread"
     READ = "read", "Read"
@@ -40,9 +45,6 @@ class Direction(models.TextChoices):
 class MessageQuerySet(models.QuerySet):
     def for_account(self, account: Account) -> MessageQuerySet:
         return self.filter(account=account)
-
-    def in_range(self, start, end) -> MessageQuerySet:
-        return self.filter(receive_date__gte=start, receive_date__lte=end)
 
 
 class Message(models.Model):
@@ -76,7 +78,7 @@ class Message(models.Model):
     # Extra headers to carry (In-Reply-To, References, ...), as {"Name": "value"}.
     headers = models.JSONField(default=dict, blank=True)
     # For forwarded and relayed mail: the original message, whose MIME structure is kept.
-    source_mime = BytesField(null=True, blank=True, editable=False)
+    source_mime = BulkInsertBinaryField(null=True, blank=True, editable=False)
     # source_mime carries its open and click tracking already (added when the inbound mail was
     # routed, sharing that parse); else delivery adds it.
     source_tracked = models.BooleanField(default=False)
@@ -114,6 +116,8 @@ class Message(models.Model):
     last_smtp_response = models.TextField(blank=True)
     # Why a message ended as it did when no SMTP reply says it (rule error, bounce diagnostic).
     status_detail = models.TextField(blank=True)
+    # The id the ESP gave the message (DELIVERY_TRANSPORT=anymail), by which its events find it.
+    esp_message_id = models.CharField(max_length=255, blank=True)
     # When its bodies, MIME and attachments were deleted (MESSAGE_CONTENT_RETENTION_DAYS,
     # tracking/services/retention.py); its metadata stays until MESSAGE_RETENTION_DAYS.
     content_purged_at = models.DateTimeField(null=True, blank=True)
@@ -159,6 +163,12 @@ class Message(models.Model):
             models.Index(fields=["disposition", "recipient_domain", "id"], name="msg_disp_domain"),
             # ... and messages by when they fall due: the latest, and expiry.
             models.Index(fields=["disposition", "next_attempt_at"], name="msg_disp_due"),
+            # ESP events (tracking/delivery/esp_events.py) name the message by the ESP's id.
+            models.Index(
+                fields=["esp_message_id"],
+                name="msg_esp_message_id",
+                condition=~models.Q(esp_message_id=""),
+            ),
             # Retention: the oldest messages whose content is still kept. Appended at its
             # right end (receive_date grows), and a message leaves it once its content goes.
             models.Index(
@@ -243,6 +253,8 @@ class TrackingEvent(models.Model):
     url = models.TextField(blank=True)
     automated = models.BooleanField(default=False)
     automated_reason = models.CharField(max_length=200, blank=True)
+    # Ours (our pixel, our click links), or reported by the ESP that delivered the message.
+    source = models.CharField(max_length=10, choices=EventSource.choices, default="ours")
 
     class Meta:
         ordering = ["occurred_at", "pk"]

@@ -44,7 +44,7 @@ run: demo
 		stop() { trap - INT TERM EXIT; kill -TERM $$pids 2>/dev/null; wait; }; \
 		trap stop INT TERM EXIT; \
 		setsid $(PY) manage.py runserver 127.0.0.1:$(WEB_PORT) --noreload & pids="$$pids $$!"; \
-		setsid $(PY) manage.py qcluster & pids="$$pids $$!"; \
+		setsid $(PY) manage.py worker & pids="$$pids $$!"; \
 		setsid $(PY) manage.py smtpd & pids="$$pids $$!"; \
 		wait'
 

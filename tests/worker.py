@@ -108,7 +108,7 @@ def database_url() -> str:
 
 
 def start_worker(mail_servers=None, **env: str) -> subprocess.Popen:
-    """`manage.py qcluster` on the test database, delivering to the loopback DNS server and
+    """`manage.py worker` (qcluster with its probes and watchdog) on the test database, delivering to the loopback DNS server and
     SMTP sink of `mail_servers`; `env` adds settings. Its stderr is kept for the report."""
     env = {
         **os.environ,
@@ -124,7 +124,7 @@ def start_worker(mail_servers=None, **env: str) -> subprocess.Popen:
         env["DNS_NAMESERVERS"] = mail_servers.dns.nameserver
         env["SMTP_DELIVERY_PORT"] = str(mail_servers.mx.port)
     return subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"],
+        [sys.executable, "manage.py", "worker", "--health-port", "0"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

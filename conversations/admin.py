@@ -235,8 +235,10 @@ class ConversationAdmin(ValidatedFieldsAdmin):
 
 @admin.register(InboundMessage)
 class InboundMessageAdmin(admin.ModelAdmin):
-    list_display = ["received_at", "mail_from", "rcpt_to", "status", "spf", "dkim", "dmarc"]
-    list_filter = ["status", "spf", "dkim", "dmarc"]
+    list_display = [
+        "received_at", "mail_from", "rcpt_to", "status", "spf", "dkim", "dmarc", "quarantined"
+    ]  # fmt: skip
+    list_filter = ["status", "quarantined", "spf", "dkim", "dmarc"]
     search_fields = ["mail_from", "error"]
     exclude = ["raw", "messages"]
     readonly_fields = [
@@ -253,6 +255,8 @@ class InboundMessageAdmin(admin.ModelAdmin):
         "dkim",
         "dmarc",
         "authentication_results",
+        "quarantined",
+        "authentication",
     ]
     actions = ["route_again"]
 

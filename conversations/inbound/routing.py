@@ -98,7 +98,10 @@ class Routing:
 
     @property
     def verdict(self) -> Verdict:
-        """The sender's SPF, DKIM and DMARC, checked the first time a recipient asks."""
+        """The sender's SPF, DKIM and DMARC: as found at admission, or checked the first time
+        a recipient asks."""
+        if self._verdict is None and self.inbound.authentication:
+            self._verdict = Verdict.from_json(self.inbound.authentication)
         if self._verdict is None:
             inbound = self.inbound
             self._verdict = inbound_authenticate(

@@ -61,8 +61,11 @@ class WorkedServer(InboundServer):
 
 
 @pytest.fixture
-def inbound_server(transactional_db):
-    """`manage.py smtpd`'s server, in a thread of this process, on an ephemeral port."""
+def inbound_server(transactional_db, settings, dns_server):
+    """`manage.py smtpd`'s server, in a thread of this process, on an ephemeral port; senders
+    are authenticated against the loopback DNS server (names it does not know: NXDOMAIN)."""
+    settings.DNS_NAMESERVERS = [dns_server.nameserver]
+    settings.DNS_TIMEOUT = 0.5
     # Each database job of the server's threads closes its connection, so none outlives the
     # test (PostgreSQL will not drop a test database that is still in use).
     connections.settings["default"]["CONN_MAX_AGE"] = 0

@@ -12,26 +12,13 @@ import time
 
 import pytest
 
-from conversations.domains import domains_check
 from conversations.models import InboundMessage
-from tests.conversations.conftest import ALIAS, CUSTOMER, PARTY_A, PARTY_B, eml
+from tests.conversations.conftest import ALIAS, CUSTOMER, PARTY_A, PARTY_B, eml, keys_signing
 from tests.mailservers import dkim_signatures
 from tests.worker import deliver_due, start_worker, stop_worker, work
-from tracking.models import Disposition, DkimKey, Message
-from tracking.services.dkim_keys import dkim_key_ensure
+from tracking.models import Disposition, Message
 
 DEALER = PARTY_A.rpartition("@")[2]
-
-
-def keys_signing(dns, *domains: str) -> None:
-    """Each domain's key (made when it was added, or now) published and seen by a check."""
-    for domain in domains:
-        dkim_key_ensure(domain=domain)
-        for key in DkimKey.objects.filter(domain=domain, status=DkimKey.Status.PENDING):
-            dns.add(key.dns_name, "TXT", key.dns_txt_strings)
-    domains_check(domains=domains)
-    active = DkimKey.objects.filter(domain__in=domains, status=DkimKey.Status.ACTIVE)
-    assert active.count() == len(domains)
 
 
 def from_domain(data: bytes) -> str:

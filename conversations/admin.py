@@ -239,6 +239,7 @@ class InboundMessageAdmin(admin.ModelAdmin):
         "received_at", "mail_from", "rcpt_to", "status", "spf", "dkim", "dmarc", "quarantined"
     ]  # fmt: skip
     list_filter = ["status", "quarantined", "spf", "dkim", "dmarc"]
+    show_facets = admin.ShowFacets.ALWAYS  # how many were quarantined, refused, ...
     search_fields = ["mail_from", "error"]
     exclude = ["raw", "messages"]
     readonly_fields = [

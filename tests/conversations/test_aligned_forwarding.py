@@ -9,23 +9,41 @@ from __future__ import annotations
 import email
 import email.policy
 import functools
+import json
 import smtplib
 
 import dkim
 import dns.resolver as dns_resolver
 import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
 
 from conversations.models import Conversation, InboundMessage
-from tests.conftest import make_actor
 from tests.conversations.conftest import ALIAS, WorkedServer, keys_signing
+from tests.factories import ApiCredentialFactory
 from tests.mailservers import dkim_signatures
 from tests.portal.conftest import portal_client
-from tracking.models import Direction, Link, Message
+from tracking.models import Direction, Message
 from tracking.services.dkim_keys import dkim_key_generate
 
 WRITER_DOMAIN = "writer.example"
 WRITER = f"lead@{WRITER_DOMAIN}"
 CONTACT = "sales@example.net"  # the link fixture's destination contact
+
+
+THIS_YEAR = {
+    "start_date": f"{timezone.now().year}-01-01 00:00:00",
+    "end_date": f"{timezone.now().year}-12-31 23:59:59",
+}
+
+
+def api_client(account) -> APIClient:
+    """An API client of the link's account."""
+    key = "owner-secure-key-0123456789abcdef0123456789"
+    ApiCredentialFactory(account=account, username="owner", secure_key=key)
+    client = APIClient()
+    client.credentials(HTTP_USERNAME="owner", HTTP_SECUREKEY=key)
+    return client
 
 
 @functools.cache
@@ -219,6 +237,16 @@ def test_the_contacts_reply_reaches_the_writer_from_the_alias_and_threads(live, 
     live.send(lead(subject="Thursday works"), mail_from=WRITER, to=ALIAS)
     assert Conversation.objects.count() == 1
     assert thread.count() == 3
+    # and search finds the whole of it by its conversation_id
+    found = api_client(link.account).get(
+        "/rest/v1/email/search",
+        {"conversation_id": str(conversation.conversation_id), **THIS_YEAR},
+    )
+    assert found.status_code == 200, found.content
+    results = json.loads(b"".join(found.streaming_content))["results"]
+    assert {row["message_id"] for row in results} == {
+        str(m) for m in thread.values_list("message_id", flat=True)
+    }
 
 
 def test_a_stranger_writing_to_a_reverse_address_is_refused_and_recorded(live, mail_servers):
@@ -246,18 +274,40 @@ def test_the_verdicts_are_in_the_api_detail_and_on_the_portal_page(live, link, d
     reject_policy(dns)
     live.send(signed(lead()), mail_from=WRITER, to=ALIAS)
     message = Message.objects.get()
-    api = make_actor("owner")
-    Link.objects.filter(pk=link.pk).update(account=api.account)
-    Message.objects.filter(pk=message.pk).update(account=api.account)
-    detail = api.client.get(f"/rest/v1/email/{message.message_id}").json()
+    detail = api_client(link.account).get(f"/rest/v1/email/{message.message_id}").json()
     assert detail["authentication"]["dmarc"] == "pass"
     assert detail["authentication"]["signatures"] == [
         {"domain": WRITER_DOMAIN, "selector": "sel1", "result": "pass"}
     ]
     assert detail["authentication"]["quarantined"] is False
 
-    page = portal_client(api.account, "owner-user").get(f"/messages/{message.message_id}")
+    page = portal_client(link.account, "owner-user").get(f"/messages/{message.message_id}")
     html = page.content.decode()
     assert "Sender authentication" in html
     assert "DMARC pass" in html and "DKIM pass" in html and "SPF fail" in html
     assert str(message.conversation_id) in html  # the thread of the link's conversation
+
+
+def test_inbound_receive_takes_mail_from_any_source_through_the_same_admission(
+    live, dns, mail_servers
+):
+    """The entry point for mail an ESP's inbound webhook brings (no SMTP session of ours):
+    the same admission, then the same routing."""
+    from conversations.inbound.raw_mail import Envelope
+    from conversations.inbound.receive import inbound_receive
+    from tests.worker import work
+
+    reject_policy(dns)
+    envelope = Envelope(mail_from=WRITER, helo="mx.esp.example", peer="127.0.0.1")
+    refused = inbound_receive(raw=lead(), recipients=[ALIAS], envelope=envelope)
+    assert refused.startswith("550 5.7.1 ")
+    stored = inbound_receive(raw=signed(lead()), recipients=[ALIAS], envelope=envelope)
+    assert isinstance(stored, InboundMessage) and stored.dmarc == "pass"
+    dns.timeouts.add(f"_dmarc.{WRITER_DOMAIN}")
+    assert inbound_receive(raw=lead(), recipients=[ALIAS], envelope=envelope).startswith("451 ")
+    work()
+    assert [m.rcpt_tos for m in mail_servers.mx.received] == [[CONTACT]]
+    assert list(InboundMessage.objects.order_by("pk").values_list("status", flat=True)) == [
+        "refused",
+        "routed",
+    ]

@@ -223,8 +223,9 @@ class ConversationAdmin(ValidatedFieldsAdmin):
         "party_a_address",
         "party_b_address",
         "link",
+        "kind",
     ]
-    list_filter = ["account", "proxy_domain"]
+    list_filter = ["kind", "account", "proxy_domain"]
     search_fields = ["=conversation_id", "proxy_address", "party_a_address", "party_b_address"]
     list_select_related = ["link"]
     raw_id_fields = ["link"]

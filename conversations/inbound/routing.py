@@ -401,7 +401,8 @@ def _forward_alias(routing: Routing, address: str, link: Link) -> None:
     contact = link.destination
     refusal = _alias_refusal(contact, routing.own_domains)
     writer = parsed.from_address.strip()
-    if refusal is not None or "@" not in writer:
+    # An address longer than RFC 5321's 254 characters cannot be a party (nor be replied to).
+    if refusal is not None or "@" not in writer or len(writer) > 254:
         _forward_as_it_came(routing, address, link, refusal)
         return
     conversation = conversation_for_alias(

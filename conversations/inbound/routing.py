@@ -541,10 +541,12 @@ def _pass_on(
     draft = MessageDraft(
         account=link.account,
         link=link,
-        sender_address=_one_line(sender[0]),
-        sender_name=_one_line(sender[1]),
+        # The record's columns hold what a valid address and a sane name need; hostile
+        # headers are cut to fit (the message itself passes on as it came).
+        sender_address=_one_line(sender[0])[:254],
+        sender_name=_one_line(sender[1])[:200],
         recipient_address=to[0],
-        recipient_name=_one_line(to[1]),
+        recipient_name=_one_line(to[1])[:200],
         subject=_one_line(parsed.subject)[:998],
         text_content=routing.content.text,
         html_content=routing.content.html,

@@ -43,7 +43,7 @@ class Conversation(models.Model):
     - `alias`: opened by mail to a link's alias. Party A is the writer, party B the link's
       contact; `proxy_address` is the writer's reverse address (on the alias's domain, one per
       link and writer): the contact receives the writer's mail From it, and their reply to it
-      reaches the writer From the alias (conversations/inbound/routing.py)."""
+      reaches the writer From the alias (conversations/inbound/forwarding.py)."""
 
     class Kind(models.TextChoices):
         PROXY = "proxy", "proxy address"

@@ -434,7 +434,7 @@ def test_a_message_that_keeps_failing_is_retried_then_failed_then_purged(
         calls.append(address)
         raise RuntimeError("forwarding exploded")
 
-    monkeypatch.setattr("conversations.inbound.routing._forward_alias", forward_breaks)
+    monkeypatch.setattr("conversations.inbound.routing.forward_alias", forward_breaks)
     raw = message(sender="lead@gmail.example", to=link.email_address)
     inbound_server.send(raw, mail_from="lead@gmail.example", to=link.email_address)
     work()

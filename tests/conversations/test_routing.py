@@ -337,7 +337,7 @@ def test_a_routing_failure_is_recorded_and_leaves_no_half_made_messages(
         calls.append(address)
         raise RuntimeError("relay exploded")
 
-    monkeypatch.setattr("conversations.inbound.routing._relay", relay_breaks)
+    monkeypatch.setattr("conversations.inbound.routing.relay", relay_breaks)
     inbound = inbound_route(inbound_pk=InboundMessage.objects.get().pk)
     assert calls == [conversation.proxy_address]
     assert inbound.status == InboundMessage.Status.DEFERRED  # tried again later (bounded)
@@ -420,7 +420,7 @@ def test_one_failing_message_does_not_hold_back_the_others(
     def relay_breaks(routing, address, conversation):
         raise RuntimeError("relay exploded")
 
-    monkeypatch.setattr("conversations.inbound.routing._relay", relay_breaks)
+    monkeypatch.setattr("conversations.inbound.routing.relay", relay_breaks)
     assert inbound_route_pending() == 3
     statuses = list(InboundMessage.objects.order_by("pk").values_list("status", flat=True))
     assert statuses == ["routed", "deferred", "routed"]
@@ -475,7 +475,7 @@ def test_a_poison_message_in_the_middle_of_a_batch_fails_alone(
     def relay_breaks(routing, address, conversation):
         raise RuntimeError("relay exploded")
 
-    monkeypatch.setattr("conversations.inbound.routing._relay", relay_breaks)
+    monkeypatch.setattr("conversations.inbound.routing.relay", relay_breaks)
     assert inbound_route_pending() == 5
     assert routed_subjects() == [
         ("routed", ["one"]),

@@ -38,9 +38,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("conversations.inbound.routing")
 
 THREAD_HEADERS = ("Message-ID", "In-Reply-To", "References")
-# The writer's headers an aligned forward writes anew (forward_alias).
+# The writer's headers an aligned forward writes anew (forward_alias); X-Spam-Flag is ours
+# alone to set, so a writer's "NO" cannot hide a quarantine.
 ALIGNED_REPLACE = frozenset(
-    {"from", "sender", "reply-to", "message-id", "in-reply-to", "references", "x-original-from"}
+    {
+        "from",
+        "sender",
+        "reply-to",
+        "message-id",
+        "in-reply-to",
+        "references",
+        "x-original-from",
+        "x-spam-flag",
+    }
 )
 
 

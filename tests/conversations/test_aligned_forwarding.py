@@ -322,3 +322,28 @@ def test_a_from_address_too_long_to_be_a_party_is_forwarded_as_it_came(live, mai
     assert not Conversation.objects.exists()
     [received] = mail_servers.mx.received
     assert long_sender.encode() in received.data
+
+
+def test_a_lead_that_arrives_sealed_by_another_forwarder_gets_our_seal_on_the_chain(
+    live, dns, mail_servers
+):
+    """A mailing list (list.example) sealed the writer's message before us: our set is i=2,
+    our Authentication-Results says the chain we found passed, and the receiver's check of
+    the whole chain passes."""
+    dns.add_spf(WRITER_DOMAIN, "v=spf1 ip4:192.0.2.10 -all")
+    dns.add_dkim(WRITER_DOMAIN, "sel1", writer_key()[1])
+    dns.add_dkim("list.example", "arc1", writer_key()[1])
+    raw = signed(lead())
+    listed = b"Authentication-Results: list.example; dkim=pass header.d=writer.example\r\n" + raw
+    sealed = b"".join(
+        dkim.arc_sign(listed, b"arc1", b"list.example", writer_key()[0].encode(), b"list.example")
+    )
+    live.send(sealed + listed, mail_from=WRITER, to=ALIAS)
+
+    inbound = InboundMessage.objects.get()
+    assert inbound.authentication["arc"] == "pass"
+    assert "arc=pass" in inbound.authentication_results
+    [received] = mail_servers.mx.received
+    cv, results, comment = dkim.arc_verify(received.data, dnsfunc=txt_lookup(dns))
+    assert cv == dkim.CV_Pass, comment
+    assert [r["instance"] for r in results] == [2, 1]

@@ -26,10 +26,6 @@ class ProxyDomain(models.Model):
     def __str__(self) -> str:
         return self.domain if self.account_id is None else f"{self.domain} ({self.account})"
 
-    @property
-    def is_shared(self) -> bool:
-        return self.account_id is None
-
     @classmethod
     def usable_by(cls, account: Account) -> models.QuerySet[ProxyDomain]:
         return cls.objects.filter(Q(account__isnull=True) | Q(account=account))

@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from conversations.models import Conversation, ProxyDomain, RelayedMessageId
+from tracking.addresses import address_domain
 from tracking.models import Account, AliasDomain, Link, Message
 from tracking.services.dkim_keys import dkim_key_ensure, domain_normalise
 from tracking.services.messages import message_accept
@@ -73,10 +74,6 @@ def own_domains() -> set[str]:
     return {settings.ALIAS_DOMAIN, settings.BOUNCE_DOMAIN} | {d for (d,) in configured}
 
 
-def is_own_domain(domain: str) -> bool:
-    return bool(own_domains_among([domain]))
-
-
 def own_domains_among(domains: Iterable[str]) -> set[str]:
     """Those of `domains` (lower-cased) that are our own alias, bounce or proxy domains, in
     one query for all of them (a worker's batch)."""
@@ -93,8 +90,24 @@ def own_domains_among(domains: Iterable[str]) -> set[str]:
     return own
 
 
-def address_domain(address: str) -> str:
-    return address.rpartition("@")[2].strip().lower()
+def conversation_parties_errors(
+    *, sender_address: str, recipient_address: str, own: set[str]
+) -> dict[str, list[str]]:
+    """Why two parties cannot talk through a proxy address, by field: their addresses must
+    differ (else the router could not tell who is writing) and must not be our own
+    addresses (relaying into them would loop back into us). `own` is `own_domains()`."""
+    errors: dict[str, list[str]] = {}
+    sender, recipient = sender_address, recipient_address
+    for field, address in (("sender_address", sender), ("recipient_address", recipient)):
+        if address and address_domain(address) in own:
+            errors[field] = [
+                f"{field} cannot be an address on one of our alias, proxy or bounce domains"
+            ]
+    if sender and sender.lower() == recipient.lower():
+        errors.setdefault("recipient_address", []).append(
+            "recipient_address must differ from sender_address"
+        )
+    return errors
 
 
 def conversation_open(

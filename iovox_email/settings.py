@@ -93,8 +93,7 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     # Parameters go to PostgreSQL beside the query, not written into its text: a large value
     # (a message's raw bytes) is then sent as it is, where client-side binding escaped it into
-    # a SQL literal and held several copies of it (a 20 MB message took 9 times its size of
-    # smtpd's memory to store, 2 times with this).
+    # a SQL literal and held several copies of it in smtpd's memory.
     DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -122,6 +121,9 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 # --- Product --------------------------------------------------------------------------------
+# The step that sends a message through a proxy domain (tracking/services/sending.py): the
+# conversations app's, so that tracking need not import it. None refuses every proxy_domain.
+EMAIL_PROXY_STEP = "conversations.sending.ConversationProxyStep"
 # A credential that authenticated, and a link sent through, are remembered this long by each
 # web process (0: never), so a rotated or deactivated key may still work this long in another
 # process (tracking/caching.py).

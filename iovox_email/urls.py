@@ -10,7 +10,6 @@ urlpatterns = [
     path("", include("tracking.engagement.urls")),
     path("rest/v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("rest/v1/docs", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="docs"),
-    # Conversations first: it owns POST /rest/v1/email (with or without a proxy domain).
     path("rest/v1/", include("conversations.api.urls")),
     path("rest/v1/", include("tracking.api.urls")),
     re_path(r"^rest/(?P<path>.*)$", views.api_not_found),

@@ -1,5 +1,6 @@
 """The worker in tests.
 
+- `webhooks_send_due()`: the webhook loop's turns, each batch posted at once in this thread.
 - `work()`: what the worker's resident loops do (tracking/worker.py), in this thread and this
   test's transaction, until there is nothing left to do: routing turns, and delivery turns
   (expiry, then a fair claim of a batch, delivered at once instead of by a connection thread).
@@ -22,6 +23,7 @@ from django.db import connection
 from conversations.tasks import routing_turn
 from tracking.delivery.deliver import batch_deliver
 from tracking.models import Message
+from tracking.webhooks.sender import WebhookSender, batch_send, new_session
 from tracking.worker import Delivery
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +57,35 @@ def deliver_due() -> int:
         if not delivery.turn():
             return batches
     raise AssertionError("delivery never ran out of due messages")
+
+
+class PostInThisThread(WebhookSender):
+    """The webhook loop's `WebhookSender`, posting each batch at once in the caller's thread
+    instead of handing it to a thread of its own."""
+
+    def __init__(self) -> None:
+        super().__init__(connections=1)
+        self.session = new_session()
+        self.posted = 0
+
+    def submit(self, batch) -> None:
+        try:
+            batch_send(batch, self.session)
+            self.posted += 1
+        finally:
+            self.free.release()
+
+
+def webhooks_send_due() -> int:
+    """Webhook loop turns until one finds nothing to do; how many batches were posted."""
+    sender = PostInThisThread()
+    try:
+        for _ in range(10_000):  # bounded
+            if not sender.turn(wait=0):
+                return sender.posted
+    finally:
+        sender.session.close()
+    raise AssertionError("the webhook loop never ran out of due deliveries")
 
 
 def work() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db import transaction
 
 from tracking.headers import header_value_validator
 from tracking.models import (
@@ -26,14 +27,34 @@ from tracking.models import (
 )
 from tracking.models.accounts import username_validator
 from tracking.models.directory import directory_id_validator
+from tracking.services import directory
 from tracking.services.accounts import credential_create, credential_rotate
 from tracking.services.auth_throttle import auth_failures_reset
 from tracking.services.directory import alias_domain_add
 from tracking.services.dkim_keys import InvalidKey, domain_normalise
+from tracking.services.suppressions import suppression_delete
+from tracking.webhooks.services import webhook_delete
 
 DKIM_KEY_ADDED_HINT = (
     "A DKIM key was made for it: publish the records that Domain checks and DKIM keys show."
 )
+
+
+class ServiceDeleteAdmin(admin.ModelAdmin):
+    """An admin that deletes through the resource's delete service (`delete_service`, called
+    with the row as its one keyword argument), as the API and the portal do, one row at a
+    time for the bulk action too."""
+
+    delete_service = None
+    delete_keyword = ""
+
+    def delete_model(self, request, obj) -> None:
+        type(self).delete_service(**{self.delete_keyword: obj})
+
+    @transaction.atomic  # all or none, as QuerySet.delete()
+    def delete_queryset(self, request, queryset) -> None:
+        for obj in queryset:
+            self.delete_model(request, obj)
 
 
 class ValidatedFieldsAdmin(admin.ModelAdmin):
@@ -140,15 +161,31 @@ class AliasDomainAdmin(admin.ModelAdmin):
 
 
 @admin.register(Node)
-class NodeAdmin(ValidatedFieldsAdmin):
+class NodeAdmin(ServiceDeleteAdmin, ValidatedFieldsAdmin):
+    delete_service, delete_keyword = staticmethod(directory.node_delete), "node"
     field_validators = {"node_id": [directory_id_validator]}
     list_display = ["node_id", "node_name", "node_type", "account"]
     list_filter = ["account", "node_type"]
     search_fields = ["node_id", "node_name"]
 
 
+class LinkAdminForm(forms.ModelForm):
+    def clean(self):
+        data = super().clean()
+        if data.get("account"):
+            try:
+                directory.link_parts_check(
+                    data["account"], data.get("node"), data.get("destination")
+                )
+            except ValueError as e:
+                raise forms.ValidationError(str(e)) from None
+        return data
+
+
 @admin.register(Link)
-class LinkAdmin(ValidatedFieldsAdmin):
+class LinkAdmin(ServiceDeleteAdmin, ValidatedFieldsAdmin):
+    form = LinkAdminForm
+    delete_service, delete_keyword = staticmethod(directory.link_delete), "link"
     field_validators = {"link_id": [directory_id_validator]}
     list_display = ["link_id", "link_name", "link_type", "node", "email_address", "destination"]
     list_filter = ["account", "link_type"]
@@ -158,7 +195,8 @@ class LinkAdmin(ValidatedFieldsAdmin):
 
 
 @admin.register(Contact)
-class ContactAdmin(ValidatedFieldsAdmin):
+class ContactAdmin(ServiceDeleteAdmin, ValidatedFieldsAdmin):
+    delete_service, delete_keyword = staticmethod(directory.contact_delete), "contact"
     field_validators = {
         "contact_id": [directory_id_validator],
         "name": [header_value_validator],
@@ -239,7 +277,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(ReadOnlyAdmin):
+class WebhookEndpointAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
+    delete_service, delete_keyword = staticmethod(webhook_delete), "endpoint"
     # Never the secret.
     fields = ["account", "webhook_id", "url", "events", "description", "enabled"]
     fields += ["created_at", "failing_since", "disabled_reason"]
@@ -260,7 +299,8 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(ReadOnlyAdmin):
+class SuppressionAdmin(ServiceDeleteAdmin, ReadOnlyAdmin):
+    delete_service, delete_keyword = staticmethod(suppression_delete), "suppression"
     list_display = [
         "email_address",
         "account",

@@ -1,6 +1,7 @@
 """Work a web process does in batches after its responses: tracking hits, one multi-row write
-per batch (tracking/engagement/recorder.py). Batching pays: `make bench-tracking` measured pixel
-hits at 81% of /healthz's rate batched, 25% written within each request.
+per batch (tracking/engagement/recorder.py). Batching pays: a hit written within its request
+waits for the database, and the web process answers a fraction of the hits a second
+(`make bench-tracking`; figures in docs/performance.md).
 
 A batch is due when `batch` items wait or the oldest has waited `interval` seconds. Under
 traffic, the request that finds it due handles it after its response has gone out

@@ -21,10 +21,10 @@ from typing import Any
 from django.conf import settings
 
 from tracking.caching import ProcessCache
+from tracking.dates import date_text
 from tracking.models import Event, EventType, Message, WebhookEndpoint
 from tracking.search import message_rows
 
-DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 ALL_TYPES = frozenset(EventType.values)
 
 
@@ -123,6 +123,6 @@ def event_payload(event: Event) -> dict[str, Any]:
     return {
         "id": event.public_id,
         "type": event.type,
-        "created_date": event.created_at.strftime(DATE_FORMAT),
+        "created_date": date_text(event.created_at),
         "data": event.data,
     }

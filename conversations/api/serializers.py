@@ -1,5 +1,4 @@
-"""Input and output of `POST /rest/v1/email/address/proxy`, and the input of `POST /rest/v1/email`
-with proxy domains."""
+"""Input and output of `POST /rest/v1/email/address/proxy`."""
 
 from __future__ import annotations
 
@@ -8,8 +7,7 @@ from rest_framework import serializers
 from conversations.models import Conversation
 from conversations.services import (
     ProxyDomainNotUsable,
-    address_domain,
-    own_domains,
+    conversation_parties_errors,
     proxy_domain_for_account,
 )
 from tracking.api import email_serializers as tracking_email
@@ -21,19 +19,11 @@ PROXY_BATCH_MAX = 100
 
 
 def validate_parties(attrs: dict, *, own: set[str]) -> None:
-    """Party addresses must differ (else the router could not tell who is writing) and must
-    not be our own addresses (relaying into them would loop back into us)."""
-    errors: dict[str, list[str]] = {}
-    sender, recipient = attrs.get("sender_address", ""), attrs.get("recipient_address", "")
-    for field, address in (("sender_address", sender), ("recipient_address", recipient)):
-        if address and address_domain(address) in own:
-            errors[field] = [
-                f"{field} cannot be an address on one of our alias, proxy or bounce domains"
-            ]
-    if sender and sender.lower() == recipient.lower():
-        errors.setdefault("recipient_address", []).append(
-            "recipient_address must differ from sender_address"
-        )
+    errors = conversation_parties_errors(
+        sender_address=attrs.get("sender_address", ""),
+        recipient_address=attrs.get("recipient_address", ""),
+        own=own,
+    )
     if errors:
         raise serializers.ValidationError(errors)
 
@@ -42,10 +32,8 @@ def usable_proxy_domain(account, value: str) -> str:
     """The domain, normalised, when the account may use it; the service owns the rule."""
     try:
         return proxy_domain_for_account(account=account, domain=value).domain
-    except ProxyDomainNotUsable:
-        raise serializers.ValidationError(
-            "proxy_domain is not configured for your account", code="not_configured"
-        ) from None
+    except ProxyDomainNotUsable as e:
+        raise serializers.ValidationError(str(e), code="not_configured") from None
 
 
 class ProxyAddressSerializer(serializers.Serializer):
@@ -74,17 +62,3 @@ class ProxyAddressSerializer(serializers.Serializer):
             "proxy_address": conversation.proxy_address,
             "conversation_id": str(conversation.conversation_id),
         }
-
-
-class SendEmailSerializer(tracking_email.SendEmailSerializer):
-    """`POST /rest/v1/email` as the send code defines it, with `proxy_domain` accepted when the
-    account may use the domain (shared, or private to it)."""
-
-    def validate_proxy_domain(self, value: str) -> str:
-        return usable_proxy_domain(self.account, value) if value.strip() else ""
-
-    def validate(self, attrs: dict) -> dict:
-        attrs = super().validate(attrs)
-        if attrs.get("proxy_domain"):
-            validate_parties(attrs, own=own_domains())
-        return attrs

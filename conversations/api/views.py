@@ -1,10 +1,9 @@
-"""`POST /rest/v1/email` (with or without a proxy domain) and
-`POST /rest/v1/email/address/proxy` (open one or more conversations at once)."""
+"""`POST /rest/v1/email/address/proxy`: open one or more conversations at once."""
 
 from __future__ import annotations
 
 from django.db import transaction
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -12,13 +11,9 @@ from rest_framework.views import APIView
 from conversations.api.serializers import (
     PROXY_BATCH_MAX,
     ProxyAddressSerializer,
-    SendEmailSerializer,
 )
-from conversations.services import conversation_open, conversation_send, own_domains
-from tracking.api import email_views
+from conversations.services import conversation_open, own_domains
 from tracking.api.exceptions import error_list
-from tracking.services.directory import LinkGone, link_must_exist
-from tracking.services.messages import message_accept
 
 
 class ProxyAddressView(APIView):
@@ -72,43 +67,3 @@ class ProxyAddressView(APIView):
         if errors:
             raise serializers.ValidationError(errors)
         return entries
-
-
-class SendEmailView(email_views.SendEmailView):
-    """`POST /rest/v1/email`: the one route for sending. With a `proxy_domain`, the message
-    opens a conversation (party A the sender, party B the recipient) and goes out From
-    "proxy_name or sender_name <proxy address>"; the answer adds `conversation_id` and
-    `proxy_address`."""
-
-    serializer_class = SendEmailSerializer
-
-    @extend_schema(
-        request=SendEmailSerializer,
-        responses={
-            201: email_views.SENT_RESPONSE,
-            400: OpenApiResponse(description='{"errors": [...]}'),
-        },
-    )
-    def post(self, request):
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = dict(serializer.validated_data)
-        proxy_domain = data.pop("proxy_domain", "")
-        account = request.user.account
-        try:
-            with link_must_exist(data["link"]):
-                if not proxy_domain:
-                    message = message_accept(account=account, **data)
-                    body = {"message_id": str(message.message_id)}
-                    return Response(body, status.HTTP_201_CREATED)
-                conversation, message = conversation_send(
-                    account=account, proxy_domain=proxy_domain, **data
-                )
-        except LinkGone:
-            raise serializers.ValidationError({"link_id": ["does not exist"]}) from None
-        body = {
-            "message_id": str(message.message_id),
-            "conversation_id": str(conversation.conversation_id),
-            "proxy_address": conversation.proxy_address,
-        }
-        return Response(body, status=status.HTTP_201_CREATED)

@@ -44,6 +44,7 @@ from authres.dmarc import DMARCAuthenticationResult
 from django.conf import settings
 
 from conversations.inbound.raw_mail import ParsedMessage, split_message
+from tracking.addresses import address_domain
 from tracking.delivery.mx import resolver
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def inbound_authenticate(*, raw: bytes, ip: str, mail_from: str, helo: str) -> V
     spf_result, spf_domain = _spf(ip=ip, mail_from=mail_from, helo=helo, deadline=deadline)
     signatures = _signatures(raw, deadline)
     from_address = _from_address(raw)
-    from_domain = from_address.rpartition("@")[2].lower()
+    from_domain = address_domain(from_address)
     dmarc_result, disposition = _dmarc(from_domain, spf_result, spf_domain, signatures, deadline)
     arc_result = _arc(raw, deadline)
     header = AuthenticationResultsHeader(

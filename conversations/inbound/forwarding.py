@@ -22,11 +22,8 @@ from conversations.inbound.raw_mail import (
     keep_headers,
 )
 from conversations.models import Conversation
-from conversations.services import (
-    address_domain,
-    conversation_for_alias,
-    conversation_relay_thread,
-)
+from conversations.services import conversation_for_alias, conversation_relay_thread
+from tracking.addresses import address_domain
 from tracking.engagement.source_mime import mime_bytes, mime_parse, mime_tree_add_tracking
 from tracking.models import Contact, Direction, Disposition, Link
 from tracking.services.messages import MessageDraft

@@ -36,10 +36,8 @@ from conversations.inbound.recipients import (
     recipients_resolve,
 )
 from conversations.models import InboundMessage
-from conversations.services import (
-    address_domain,
-    own_domains_among,
-)
+from conversations.services import own_domains_among
+from tracking.addresses import address_domain
 from tracking.delivery.durability import relax_commit_durability
 from tracking.models import Message
 from tracking.services.bounces import bounce_process

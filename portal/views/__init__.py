@@ -3,17 +3,14 @@ their services; each view reads, calls one service, then renders or redirects.""
 
 from portal.views.communications import communications, communications_export
 from portal.views.directory import (
-    contact_create,
     contact_delete,
-    contact_edit,
+    contact_form,
     contacts,
     home,
-    link_create,
     link_destination,
-    link_edit,
+    link_form,
     link_generate_alias,
-    node_create,
-    node_edit,
+    node_form,
     nodes,
 )
 from portal.views.events import (
@@ -34,19 +31,16 @@ from portal.views.messages import message_detail, message_preview
 __all__ = [
     "communications",
     "communications_export",
-    "contact_create",
     "contact_delete",
-    "contact_edit",
+    "contact_form",
     "contacts",
     "home",
-    "link_create",
     "link_destination",
-    "link_edit",
+    "link_form",
     "link_generate_alias",
     "message_detail",
     "message_preview",
-    "node_create",
-    "node_edit",
+    "node_form",
     "nodes",
     "suppression_list",
     "suppression_remove",

@@ -62,44 +62,30 @@ def _form_page(request: HttpRequest, form, *, title: str, cancel: str, submit: s
 
 
 @account_required
-def node_create(request: HttpRequest) -> HttpResponse:
-    form = NodeForm(request.POST or None, account=request.account)
-    if form.is_valid() and (node := form.save()):
-        messages.success(request, f"Node {node.node_name} created.")
-        return redirect(f"{reverse('portal:nodes')}#node-{node.node_id}")
-    return _form_page(request, form, title="New node", cancel=reverse("portal:nodes"))
-
-
-@account_required
-def node_edit(request: HttpRequest, node_id: str) -> HttpResponse:
-    node = access.get_node_for_account(request.account, node_id)
-    form = NodeForm(request.POST or None, account=request.account, node=node)
-    if form.is_valid() and (node := form.save()):
-        messages.success(request, f"Node {node.node_name} saved.")
-        return redirect(f"{reverse('portal:nodes')}#node-{node.node_id}")
-    return _form_page(
-        request, form, title=f"Edit node {node.node_name}", cancel=reverse("portal:nodes")
-    )
-
-
-@account_required
-def link_create(request: HttpRequest) -> HttpResponse:
-    node_id = request.GET.get("node")
+def node_form(request: HttpRequest, node_id: str | None = None) -> HttpResponse:
+    """A new node (no `node_id`), or one of the account's to edit."""
     node = access.get_node_for_account(request.account, node_id) if node_id else None
-    form = LinkForm(request.POST or None, account=request.account, node=node)
-    if form.is_valid() and (link := form.save()):
-        messages.success(request, f"Link {link.link_name} created.")
-        return redirect(f"{reverse('portal:nodes')}#link-{link.link_id}")
-    return _form_page(request, form, title="New link", cancel=reverse("portal:nodes"))
+    form = NodeForm(request.POST or None, account=request.account, node=node)
+    if form.is_valid() and (saved := form.save()):
+        messages.success(request, f"Node {saved.node_name} {'saved' if node else 'created'}.")
+        return redirect(f"{reverse('portal:nodes')}#node-{saved.node_id}")
+    title = f"Edit node {node.node_name}" if node else "New node"
+    return _form_page(request, form, title=title, cancel=reverse("portal:nodes"))
 
 
 @account_required
-def link_edit(request: HttpRequest, link_id: str) -> HttpResponse:
-    link = access.get_link_for_account(request.account, link_id)
-    form = LinkForm(request.POST or None, account=request.account, link=link)
-    if form.is_valid() and (link := form.save()):
-        messages.success(request, f"Link {link.link_name} saved.")
-        return redirect(f"{reverse('portal:nodes')}#link-{link.link_id}")
+def link_form(request: HttpRequest, link_id: str | None = None) -> HttpResponse:
+    """A new link (no `link_id`; `?node=` picks its node), or one of the account's to edit,
+    beside its alias address."""
+    link = access.get_link_for_account(request.account, link_id) if link_id else None
+    node_id = request.GET.get("node") if link is None else None
+    node = access.get_node_for_account(request.account, node_id) if node_id else None
+    form = LinkForm(request.POST or None, account=request.account, link=link, node=node)
+    if form.is_valid() and (saved := form.save()):
+        messages.success(request, f"Link {saved.link_name} {'saved' if link else 'created'}.")
+        return redirect(f"{reverse('portal:nodes')}#link-{saved.link_id}")
+    if link is None:
+        return _form_page(request, form, title="New link", cancel=reverse("portal:nodes"))
     return render(
         request,
         "portal/link_form.html",
@@ -159,24 +145,15 @@ def contacts(request: HttpRequest) -> HttpResponse:
 
 
 @account_required
-def contact_create(request: HttpRequest) -> HttpResponse:
-    form = ContactForm(request.POST or None, account=request.account)
-    if form.is_valid() and (contact := form.save()):
-        messages.success(request, f"Contact {contact.name} created.")
-        return redirect("portal:contacts")
-    return _form_page(request, form, title="New contact", cancel=reverse("portal:contacts"))
-
-
-@account_required
-def contact_edit(request: HttpRequest, contact_id: str) -> HttpResponse:
-    contact = access.get_contact_for_account(request.account, contact_id)
+def contact_form(request: HttpRequest, contact_id: str | None = None) -> HttpResponse:
+    """A new contact (no `contact_id`), or one of the account's to edit."""
+    contact = access.get_contact_for_account(request.account, contact_id) if contact_id else None
     form = ContactForm(request.POST or None, account=request.account, contact=contact)
-    if form.is_valid() and (contact := form.save()):
-        messages.success(request, f"Contact {contact.name} saved.")
+    if form.is_valid() and (saved := form.save()):
+        messages.success(request, f"Contact {saved.name} {'saved' if contact else 'created'}.")
         return redirect("portal:contacts")
-    return _form_page(
-        request, form, title=f"Edit contact {contact.name}", cancel=reverse("portal:contacts")
-    )
+    title = f"Edit contact {contact.name}" if contact else "New contact"
+    return _form_page(request, form, title=title, cancel=reverse("portal:contacts"))
 
 
 @account_required

@@ -10,10 +10,9 @@ import pytest
 
 from tests.conversations.conftest import eml
 from tests.factories import ContactFactory, LinkFactory, MessageFactory, NodeFactory
-from tests.worker import work
+from tests.worker import webhooks_send_due, work
 from tracking.delivery.verp import verp_address
 from tracking.models import Direction, Disposition, Suppression
-from tracking.webhooks.sender import webhooks_send_due
 from tracking.webhooks.services import webhook_create
 
 ALIAS = "bobs-automotive_honda-civic@iovox.email"

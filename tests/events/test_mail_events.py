@@ -7,10 +7,9 @@ from __future__ import annotations
 import pytest
 
 from tests.factories import LinkFactory, NodeFactory
-from tests.worker import deliver_due
+from tests.worker import deliver_due, webhooks_send_due
 from tracking.engagement import tokens
 from tracking.models import DeliveryAttempt, Message, Suppression
-from tracking.webhooks.sender import webhooks_send_due
 from tracking.webhooks.services import webhook_create
 
 pytestmark = pytest.mark.django_db

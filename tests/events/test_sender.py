@@ -12,9 +12,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from tests.factories import AccountFactory, MessageFactory
+from tests.worker import webhooks_send_due
 from tracking.events import EventDraft, events_emit
 from tracking.models import Event, WebhookDelivery, WebhookEndpoint
-from tracking.webhooks.sender import WebhookSender, webhooks_send_due
+from tracking.webhooks.sender import WebhookSender
 from tracking.webhooks.services import webhook_create, webhook_update
 
 pytestmark = pytest.mark.django_db

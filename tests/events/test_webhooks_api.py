@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.worker import webhooks_send_due
 from tracking.models import WebhookEndpoint
-from tracking.webhooks.sender import webhooks_send_due
 
 pytestmark = pytest.mark.django_db
 

@@ -8,8 +8,8 @@ import pytest
 
 from tests.factories import UserFactory
 from tests.portal.test_browser import CHROMIUM_ARGS, browser, log_in, page, shot  # noqa: F401
+from tests.worker import webhooks_send_due
 from tracking.models import Suppression, WebhookDelivery, WebhookEndpoint
-from tracking.webhooks.sender import webhooks_send_due
 
 pytestmark = pytest.mark.browser
 

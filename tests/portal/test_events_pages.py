@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from tests.factories import MessageFactory
+from tests.worker import webhooks_send_due
 from tracking.models import Suppression, WebhookDelivery, WebhookEndpoint
 from tracking.services.suppressions import suppression_add
-from tracking.webhooks.sender import endpoint_failed, webhooks_send_due
+from tracking.webhooks.sender import endpoint_failed
 from tracking.webhooks.services import webhook_create, webhook_test
 
 pytestmark = pytest.mark.django_db

@@ -114,3 +114,60 @@ def test_schema_documents_the_error_shape_on_every_operation(client):
 def test_schema_says_a_link_may_have_no_alias_yet(client):
     schema = client.get("/rest/v1/schema", HTTP_ACCEPT="application/json").json()
     assert schema["components"]["schemas"]["Link"]["properties"]["email_address"]["nullable"]
+
+
+def test_admin_deletes_through_the_services_the_api_and_portal_use(staff_client, monkeypatch):
+    """One delete service per resource: the admin's single and bulk deletes call it."""
+    from tests.factories import ContactFactory, LinkFactory, NodeFactory
+    from tracking import admin as tracking_admin
+    from tracking.models import Contact, Link, Node
+    from tracking.services import directory
+
+    assert tracking_admin.NodeAdmin.delete_service is directory.node_delete
+    assert tracking_admin.LinkAdmin.delete_service is directory.link_delete
+    assert tracking_admin.ContactAdmin.delete_service is directory.contact_delete
+    calls = []
+    for admin_class in (tracking_admin.NodeAdmin, tracking_admin.ContactAdmin):
+        service = admin_class.delete_service
+
+        def spy(service=service, **row):
+            calls.append(tuple((name, obj.pk) for name, obj in row.items()))
+            service(**row)
+
+        monkeypatch.setattr(admin_class, "delete_service", staticmethod(spy))
+    node = NodeFactory()
+    response = staff_client.post(f"/admin/tracking/node/{node.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    contacts = [ContactFactory(), ContactFactory()]
+    response = staff_client.post(
+        "/admin/tracking/contact/",
+        {"action": "delete_selected", "_selected_action": [c.pk for c in contacts], "post": "yes"},
+    )
+    assert response.status_code == 302
+    assert calls[0] == (("node", node.pk),)
+    assert sorted(calls[1:]) == sorted((("contact", c.pk),) for c in contacts)
+    assert not Node.objects.filter(pk=node.pk).exists()
+    assert not Contact.objects.filter(pk__in=[c.pk for c in contacts]).exists()
+    link = LinkFactory()
+    staff_client.post(f"/admin/tracking/link/{link.pk}/delete/", {"post": "yes"})
+    assert not Link.objects.filter(pk=link.pk).exists()
+
+
+def test_admin_refuses_a_link_whose_node_is_another_account_s(staff_client, alice, bob):
+    from tests.factories import NodeFactory
+    from tracking.models import Link
+
+    node = NodeFactory(account=bob.account)
+    response = staff_client.post(
+        "/admin/tracking/link/add/",
+        {"account": alice.account.pk, "node": node.pk, "link_id": "l1", "link_name": "L1"},
+    )
+    assert response.status_code == 200  # the form again, with the error
+    assert "belongs to another account" in response.content.decode()
+    assert not Link.objects.exists()
+    response = staff_client.post(
+        "/admin/tracking/link/add/",
+        {"account": bob.account.pk, "node": node.pk, "link_id": "l1", "link_name": "L1"},
+    )
+    assert response.status_code == 302
+    assert Link.objects.get().node == node

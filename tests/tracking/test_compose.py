@@ -152,3 +152,12 @@ def test_each_message_has_its_own_message_id(alice):
 def test_the_service_refuses_line_breaks_too(values):
     with pytest.raises(HeaderInjection):
         check_header_values(values)
+
+
+def test_our_headers_come_first_then_the_root_part_s_content_headers(message):
+    raw = message_build_mime(message, [])
+    names = [line.split(b":")[0] for line in raw.split(b"\r\n\r\n")[0].split(b"\r\n")]
+    names = [name.decode() for name in names if name and not name[:1].isspace()]
+    assert names[:5] == ["From", "To", "Subject", "Date", "Message-ID"]
+    assert names[-2:] == ["MIME-Version", "Content-Type"]
+    assert names.count("Content-Type") == 1

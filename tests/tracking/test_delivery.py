@@ -13,7 +13,7 @@ import time_machine
 from django.utils import timezone
 
 from tests.factories import MessageFactory
-from tests.mailservers import SilentServer, SmtpSink
+from tests.mailservers import SilentServer, SmtpSink, self_signed_context
 from tests.worker import deliver_due
 from tracking.delivery.claims import messages_claim
 from tracking.delivery.verp import verp_address, verp_message_id
@@ -54,6 +54,23 @@ def test_2xx_makes_the_message_sent_over_starttls_with_a_verp_return_path(mail_s
     assert verp_message_id(received.mail_from) == message.message_id
     [attempt] = message.attempts.all()
     assert (attempt.mx_host, attempt.smtp_code, attempt.outcome) == ("mx.example.net", 250, "sent")
+
+
+def test_starttls_names_the_mx_host(mail_servers, settings):
+    """SNI carries the MX host's name though delivery connects to its address (smtp.py
+    smtp_client_for: the one use of a private smtplib attribute, checked here on upgrade)."""
+    names: list[str | None] = []
+    context = self_signed_context()
+    context.sni_callback = lambda sock, name, ctx: names.append(name)
+    tls_sink = SmtpSink(starttls=True).start()
+    try:
+        settings.SMTP_DELIVERY_PORT = tls_sink.port
+        assert deliver(make_message()).disposition == Disposition.SENT
+    finally:
+        context.sni_callback = None
+        tls_sink.stop()
+    assert tls_sink.received[0].tls is True
+    assert names == ["mx.example.net"]
 
 
 def test_plain_smtp_is_used_when_starttls_is_not_offered(mail_servers):

@@ -191,6 +191,18 @@ def test_proxy_domain_is_not_configured_yet(alice, link):
     assert response.json() == {"errors": ["proxy_domain is not configured for your account"]}
 
 
+def test_without_a_proxy_step_every_proxy_domain_is_refused(alice, link, settings):
+    """Tracking alone (EMAIL_PROXY_STEP unset) sends mail but knows no proxy domain."""
+    from conversations.services import proxy_domain_add
+
+    proxy_domain_add(domain="proxy.example.com")
+    settings.EMAIL_PROXY_STEP = None
+    response = post(alice, payload(proxy_domain="proxy.example.com"))
+    assert response.status_code == 400
+    assert response.json() == {"errors": ["proxy_domain is not configured for your account"]}
+    assert post(alice, payload()).status_code == 201
+
+
 def test_content_over_the_size_limit_is_413(alice, link, settings):
     settings.MAX_MESSAGE_SIZE = 1000
     attachments = [

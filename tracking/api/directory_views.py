@@ -18,6 +18,7 @@ class AccountViewSet(viewsets.ModelViewSet):
 
     lookup_value_regex = "[^/]+"
     get_for_account = None  # the access helper of the resource
+    delete_service = None  # the delete service of the resource (tracking/services/directory.py)
 
     @property
     def account(self):
@@ -26,11 +27,15 @@ class AccountViewSet(viewsets.ModelViewSet):
     def get_object(self):
         return type(self).get_for_account(self.account, self.kwargs[self.lookup_field])
 
+    def perform_destroy(self, instance) -> None:
+        type(self).delete_service(instance)
+
 
 class NodeViewSet(AccountViewSet):
     serializer_class = NodeSerializer
     lookup_field = "node_id"
     get_for_account = staticmethod(access.get_node_for_account)
+    delete_service = staticmethod(lambda node: directory.node_delete(node=node))
 
     def get_queryset(self):
         return Node.objects.for_account(self.account).order_by("node_id")
@@ -40,6 +45,7 @@ class LinkViewSet(AccountViewSet):
     serializer_class = LinkSerializer
     lookup_field = "link_id"
     get_for_account = staticmethod(access.get_link_for_account)
+    delete_service = staticmethod(lambda link: directory.link_delete(link=link))
 
     def get_queryset(self):
         return (
@@ -63,6 +69,7 @@ class ContactViewSet(AccountViewSet):
     serializer_class = ContactSerializer
     lookup_field = "contact_id"
     get_for_account = staticmethod(access.get_contact_for_account)
+    delete_service = staticmethod(lambda contact: directory.contact_delete(contact=contact))
 
     def get_queryset(self):
         return Contact.objects.for_account(self.account).order_by("contact_id")

@@ -12,6 +12,7 @@ from django.conf import settings
 from rest_framework import exceptions, serializers, status
 
 from tracking.api.fields import CharField, CopiedFieldsMixin
+from tracking.dates import date_text
 from tracking.engagement.events import (
     EVENTS_LIMIT,
     EVENTS_MAX_LIMIT,
@@ -24,6 +25,11 @@ from tracking.models import Account, Attachment, Direction, Link, Message
 from tracking.search import SearchQuery, search_rows
 from tracking.services.directory import link_for_sending
 from tracking.services.messages import AttachmentDraft
+from tracking.services.sending import (
+    ProxyDomainRefused,
+    proxy_domain_usable,
+    proxy_parties_errors,
+)
 
 MIME_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$", re.I)
 WHITESPACE = re.compile(rb"\s+")
@@ -122,8 +128,8 @@ class SendEmailSerializer(CopiedFieldsMixin, serializers.Serializer):
     """The send fields of the spec. Every problem is reported at once. `validated_data` holds
     `link` (a Link of the caller's account) and `attachments` (AttachmentDraft objects).
 
-    `validate_proxy_domain` refuses every domain here; the conversations app subclasses this
-    serializer to accept the domains configured for the account."""
+    A `proxy_domain` is accepted when the account may use it (shared, or private to it): the
+    proxy step of tracking/services/sending.py has the rule."""
 
     link_id = CharField(max_length=100)
     sender_address = AddressField(max_length=254)
@@ -148,11 +154,12 @@ class SendEmailSerializer(CopiedFieldsMixin, serializers.Serializer):
         return link
 
     def validate_proxy_domain(self, value: str) -> str:
-        if value:
-            raise serializers.ValidationError(
-                "is not configured for your account", code="not_configured"
-            )
-        return value
+        if not value.strip():
+            return ""
+        try:
+            return proxy_domain_usable(account=self.account, domain=value)
+        except ProxyDomainRefused as e:
+            raise serializers.ValidationError(str(e), code="not_configured") from None
 
     def validate_attachments(self, value: list[dict]) -> list[AttachmentDraft]:
         return [AttachmentSerializer().to_draft(attrs) for attrs in value]
@@ -169,11 +176,13 @@ class SendEmailSerializer(CopiedFieldsMixin, serializers.Serializer):
                 f"message is too large: {size} bytes of content and attachments, the limit "
                 f"is {settings.MAX_MESSAGE_SIZE} bytes"
             )
+        if attrs.get("proxy_domain"):
+            errors = proxy_parties_errors(
+                sender_address=attrs["sender_address"], recipient_address=attrs["recipient_address"]
+            )
+            if errors:
+                raise serializers.ValidationError(errors)
         return attrs
-
-
-def format_date(value) -> str | None:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else None
 
 
 def message_search_fields(message: Message, *, account: Account) -> dict:
@@ -210,7 +219,7 @@ def message_detail(message: Message, *, account: Account, page: int, limit: int)
         {
             name: value
             for name, value in {
-                "attempted_at": format_date(attempt.attempted_at),
+                "attempted_at": date_text(attempt.attempted_at),
                 "mx_host": attempt.mx_host,
                 "smtp_code": attempt.smtp_code,
                 "smtp_text": attempt.smtp_text,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import serializers
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -13,6 +13,8 @@ from tracking.api.email_serializers import (
     SendEmailSerializer,
     message_detail,
 )
+from tracking.services.directory import LinkGone, link_must_exist
+from tracking.services.sending import email_send
 
 SENT_RESPONSE = inline_serializer(
     "EmailAccepted",
@@ -25,13 +27,29 @@ SENT_RESPONSE = inline_serializer(
 
 
 class SendEmailView(APIView):
-    """Base of `POST /rest/v1/email`, whose `post` is the conversations app's (one route, with
-    or without a proxy domain)."""
+    """`POST /rest/v1/email`: the one route for sending. With a `proxy_domain`, the message
+    opens a conversation (party A the sender, party B the recipient) and goes out From
+    "proxy_name or sender_name <proxy address>"; the answer adds `conversation_id` and
+    `proxy_address`."""
 
-    serializer_class = SendEmailSerializer
-
-    def get_serializer(self, *args, **kwargs):
-        return self.serializer_class(*args, context={"request": self.request}, **kwargs)
+    @extend_schema(
+        request=SendEmailSerializer,
+        responses={201: SENT_RESPONSE, 400: OpenApiResponse(description='{"errors": [...]}')},
+    )
+    def post(self, request):
+        serializer = SendEmailSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            with link_must_exist(data["link"]):
+                sent = email_send(account=request.user.account, **data)
+        except LinkGone:
+            raise serializers.ValidationError({"link_id": ["does not exist"]}) from None
+        body = {"message_id": str(sent.message.message_id)}
+        if sent.conversation_id:
+            body["conversation_id"] = str(sent.conversation_id)
+            body["proxy_address"] = sent.proxy_address
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class EmailDetailView(APIView):

@@ -4,13 +4,14 @@ services (tracking.webhooks.services, tracking.services.suppressions) act."""
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, time
+from datetime import datetime
 from typing import Any
 
 from django.db.models import QuerySet
 from rest_framework import serializers
 
 from tracking.api.fields import CharField
+from tracking.dates import date_parse, date_text
 from tracking.events import event_payload
 from tracking.models import (
     EventType,
@@ -23,12 +24,7 @@ from tracking.services.suppressions import MAX_PER_REQUEST
 from tracking.webhooks.addresses import WebhookUrlError, webhook_url_check
 from tracking.webhooks.services import WebhookError, event_types_check
 
-DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 MAX_LIMIT = 1000
-
-
-def format_date(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).strftime(DATE_FORMAT) if value else None
 
 
 def without_empty(values: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +66,7 @@ def webhook_data(endpoint: WebhookEndpoint, *, secret: bool = False) -> dict[str
         "events": endpoint.events,
         "description": endpoint.description,
         "enabled": endpoint.enabled,
-        "created_date": format_date(endpoint.created_at),
+        "created_date": date_text(endpoint.created_at),
     }
     if endpoint.disabled_reason:
         data["disabled_reason"] = endpoint.disabled_reason
@@ -85,14 +81,14 @@ def delivery_data(delivery: WebhookDelivery, *, payload: bool = False) -> dict[s
             "delivery_id": delivery.pk,
             "event_id": delivery.event.public_id,
             "type": delivery.event.type,
-            "created_date": format_date(delivery.created_at),
+            "created_date": date_text(delivery.created_at),
             "status": delivery.status,
             "delivered": delivery.status == "delivered",
             "attempt_count": delivery.attempt_count,
-            "last_attempt_date": format_date(delivery.last_attempt_at),
+            "last_attempt_date": date_text(delivery.last_attempt_at),
             "last_status_code": delivery.last_status_code,
             "last_error": delivery.last_error,
-            "next_attempt_date": format_date(delivery.next_attempt_at)
+            "next_attempt_date": date_text(delivery.next_attempt_at)
             if delivery.status == "pending"
             else None,
         }
@@ -129,7 +125,7 @@ def suppression_data(suppression: Suppression) -> dict[str, Any]:
         {
             "email_address": suppression.email_address,
             "reason": suppression.reason,
-            "created_date": format_date(suppression.created_at),
+            "created_date": date_text(suppression.created_at),
             "smtp_code": suppression.smtp_code,
             "enhanced_code": suppression.enhanced_code,
             "smtp_text": suppression.smtp_text,
@@ -164,14 +160,8 @@ def parse_page(params, *, allowed: set[str], default_limit: int = 100) -> tuple[
 
 def parse_date(value: str, name: str, *, end: bool) -> datetime:
     """`YYYY-MM-DD HH:MM:SS` or `YYYY-MM-DD` (then the day's start, or its end for `end`)."""
-    for fmt in (DATE_FORMAT, "%Y-%m-%d"):
-        try:
-            parsed = datetime.strptime(value.strip(), fmt)  # noqa: DTZ007 (UTC, set below)
-        except ValueError:
-            continue
-        if fmt == "%Y-%m-%d":
-            parsed = datetime.combine(parsed.date(), time(23, 59, 59) if end else time.min)
-        return parsed.replace(tzinfo=UTC)
+    if (parsed := date_parse(value, end=end)) is not None:
+        return parsed
     raise PageParamsError([f"{name} must be YYYY-MM-DD HH:MM:SS or YYYY-MM-DD"])
 
 

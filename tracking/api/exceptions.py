@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from tracking.api.parsers import too_large
+from tracking.services.directory import ContactInUse
 
 # DRF's default messages, said the spec's way ("text_content cannot be empty").
 PHRASES = {
@@ -72,6 +73,10 @@ def errors_response(errors: list[str], status_code: int) -> Response:
 
 
 def errors_exception_handler(exc, context):
+    if isinstance(exc, ContactInUse):
+        return errors_response(
+            ["cannot be deleted while links refer to it"], status.HTTP_409_CONFLICT
+        )
     if isinstance(exc, ProtectedError | RestrictedError):
         names = (
             sorted({obj._meta.verbose_name_plural for obj in exc.protected_objects})

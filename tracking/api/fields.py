@@ -41,7 +41,11 @@ class CopiedFieldsMixin:
     `POST /rest/v1/email`). DRF deep-copies so that an instance may change its fields without
     touching the others'; a serializer with this mixin never changes its fields. Each copy is
     bound to its own serializer; what the copies share (validators, error messages, a list
-    field's child serializer) is only read while validating."""
+    field's child serializer) is only read while validating.
+
+    DRF has no public way to reach the declared fields but the deep copy: `_declared_fields`
+    is read here only, and test_serializer_instances_share_no_field_state_even_across_threads
+    (tests/tracking/test_send_api.py) fails if an upgrade renames or changes it."""
 
     def get_fields(self):
         return {name: copy.copy(field) for name, field in self._declared_fields.items()}

@@ -13,9 +13,8 @@ router.register("links", directory_views.LinkViewSet, basename="link")
 router.register("contacts", directory_views.ContactViewSet, basename="contact")
 router.register("webhooks", events_views.WebhookViewSet, basename="webhook")
 
-# POST /rest/v1/email is routed by the conversations app, whose view (a SendEmailView that
-# also accepts proxy domains) is the one route for sending.
 urlpatterns = [
+    path("email", email_views.SendEmailView.as_view(), name="email-send"),
     path("email/search", search_views.EmailSearchView.as_view(), name="email-search"),
     # A UUID only, so /email/search and /email/address/proxy stay free for their own views.
     re_path(

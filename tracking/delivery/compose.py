@@ -102,7 +102,7 @@ def _binary(attachment: Attachment) -> MIMEBase:
 def _multipart(subtype: str, parts: list) -> MIMEMultipart:
     # A random boundary of our own: 122 random bits cannot occur in the parts by chance, and
     # the generator's own choice compiles a new regular expression for every message to check
-    # that (a third of a millisecond each).
+    # that, for every message.
     container = MIMEMultipart(subtype, boundary=f"=_{uuid.uuid4().hex}", _subparts=parts)
     del container["MIME-Version"]
     return container
@@ -143,9 +143,12 @@ def message_build_mime(
         *((name, _header(value)) for name, value in (message.headers or {}).items()),
         ("MIME-Version", "1.0"),
     ]
-    # Our headers first, then the Content-Type of the body part that became the root.
-    content_headers = root._headers
-    root._headers = []
+    # Our headers first, then the Content-Type of the body part that became the root: its
+    # headers are taken off and put back after ours (compat32 stores values as they are set).
+    content_headers = root.items()
+    for name in {name for name, _ in content_headers}:
+        del root[name]
     headers_write(root, headers)
-    root._headers += content_headers
+    for name, value in content_headers:
+        root[name] = value
     return root.as_bytes(policy=WIRE)

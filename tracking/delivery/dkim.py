@@ -28,6 +28,7 @@ from email.utils import getaddresses
 import dkim
 from django.conf import settings
 
+from tracking.addresses import address_domain
 from tracking.caching import ProcessCache
 from tracking.models import DkimKey
 
@@ -73,7 +74,7 @@ def from_domain(data: bytes) -> str:
     addresses = getaddresses([str(value) for value in headers.get_all("From", [])])
     for _, address in addresses:
         if "@" in address:
-            return address.rpartition("@")[2].strip().lower()
+            return address_domain(address)
     return ""
 
 

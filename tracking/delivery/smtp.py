@@ -50,6 +50,17 @@ def _text(message: bytes | str) -> str:
     return " ".join(message.split())[:1000]
 
 
+def smtp_client_for(host: str) -> smtplib.SMTP:
+    """An unconnected SMTP client whose STARTTLS names `host` (SNI), though it is then
+    connected to one of the host's addresses. smtplib takes that name from the host given to
+    its constructor, which would also connect by name (our own MX lookup picks the address);
+    it has no public way to set the name alone, so this sets the attribute smtplib keeps it
+    in. The one private use: test_starttls_names_the_mx_host fails if an upgrade breaks it."""
+    smtp = smtplib.SMTP(local_hostname=settings.SMTP_HELO_NAME, timeout=settings.SMTP_TIMEOUT)
+    smtp._host = host
+    return smtp
+
+
 class MxConnection:
     """Use as a context manager; `open()` returns None on success or the failing reply."""
 
@@ -67,9 +78,7 @@ class MxConnection:
         self.close()
 
     def open(self) -> SmtpReply | None:
-        smtp = smtplib.SMTP(local_hostname=settings.SMTP_HELO_NAME, timeout=settings.SMTP_TIMEOUT)
-        # STARTTLS names the MX host (SNI), though we connect to one of its addresses.
-        smtp._host = self.host
+        smtp = smtp_client_for(self.host)
         try:
             code, text = smtp.connect(self.address, settings.SMTP_DELIVERY_PORT)
             if code != 220:

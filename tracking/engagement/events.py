@@ -8,9 +8,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from tracking.dates import date_text
 from tracking.models import Message, TrackingEvent
 
-DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 # Events per page of the API's message detail, by default and at most.
 EVENTS_LIMIT = 100
 EVENTS_MAX_LIMIT = 1000
@@ -76,7 +76,7 @@ def event_fields(event: TrackingEvent) -> dict[str, Any]:
         name: value
         for name, value in {
             "kind": event.kind,
-            "occurred_at": event.occurred_at.strftime(DATE_FORMAT),
+            "occurred_at": date_text(event.occurred_at),
             "ip": event.ip,
             "user_agent": event.user_agent,
             "url": event.url,

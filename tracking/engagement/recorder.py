@@ -43,6 +43,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from tracking.buffering import AfterResponseBuffer
+from tracking.dates import date_text
 from tracking.engagement.classify import HitFacts, clicks_nearby, hit_classify
 from tracking.engagement.retention import events_store
 from tracking.events import EventDraft, events_emit
@@ -114,7 +115,7 @@ def tracking_events_write(*, hits: list[Hit]) -> int:
 def _event_draft(event: TrackingEvent, message: _MessageFacts) -> EventDraft:
     """The webhook event of a hit: `email.opened` or `email.clicked`, with the hit."""
     hit = {
-        "occurred_date": event.occurred_at.strftime("%Y-%m-%d %H:%M:%S"),
+        "occurred_date": date_text(event.occurred_at),
         "ip": event.ip,
         "user_agent": event.user_agent,
         "url": event.url,

@@ -18,7 +18,7 @@ from email.policy import Compat32, compat32
 from tracking.engagement.rewrite import html_add_tracking
 
 
-class _AsReceived(Compat32):
+class HeadersAsParsedPolicy(Compat32):
     """compat32 that writes each header as it was parsed, folds and all, in CRLF lines.
 
     The stock policy sends every header through email.header.Header again, which was most of
@@ -38,7 +38,7 @@ class _AsReceived(Compat32):
 
 
 # No refolding: headers go out as they came (a DKIM signature over them stays valid).
-_WIRE = _AsReceived(linesep="\r\n", max_line_length=0)
+_WIRE = HeadersAsParsedPolicy(linesep="\r\n", max_line_length=0)
 
 
 def mime_add_tracking(raw: bytes, *, message_id: uuid.UUID | str) -> bytes:

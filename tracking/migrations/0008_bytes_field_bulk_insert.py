@@ -14,6 +14,6 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='message',
             name='source_mime',
-            field=tracking.models.fields.BytesField(blank=True, null=True),
+            field=tracking.models.fields.BulkInsertBinaryField(blank=True, null=True),
         ),
     ]

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from tracking.models.accounts import Account
 from tracking.models.directory import Link
-from tracking.models.fields import BytesField
+from tracking.models.fields import BulkInsertBinaryField
 
 
 class Disposition(models.TextChoices):
@@ -40,9 +40,6 @@ class Direction(models.TextChoices):
 class MessageQuerySet(models.QuerySet):
     def for_account(self, account: Account) -> MessageQuerySet:
         return self.filter(account=account)
-
-    def in_range(self, start, end) -> MessageQuerySet:
-        return self.filter(receive_date__gte=start, receive_date__lte=end)
 
 
 class Message(models.Model):
@@ -76,7 +73,7 @@ class Message(models.Model):
     # Extra headers to carry (In-Reply-To, References, ...), as {"Name": "value"}.
     headers = models.JSONField(default=dict, blank=True)
     # For forwarded and relayed mail: the original message, whose MIME structure is kept.
-    source_mime = BytesField(null=True, blank=True, editable=False)
+    source_mime = BulkInsertBinaryField(null=True, blank=True, editable=False)
     # source_mime carries its open and click tracking already (added when the inbound mail was
     # routed, sharing that parse); else delivery adds it.
     source_tracked = models.BooleanField(default=False)

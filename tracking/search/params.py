@@ -10,11 +10,12 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime, time
 from typing import Any
 
 from django.utils import timezone
 
+from tracking.dates import date_parse
 from tracking.models import Disposition, ReadDisposition
 
 # The spec's "Available fields", in its table's order (also the default `fields`).
@@ -64,9 +65,6 @@ DEFAULT_ORDER: tuple[tuple[str, bool], ...] = (("receive_date", False), ("delive
 MAX_LIMIT = 20000
 # Keeps (page - 1) * limit far inside a 64-bit OFFSET.
 MAX_PAGE = 1_000_000_000
-DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_DATE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}")
 _NUMBER = re.compile(r"[0-9]{1,12}")
 
 
@@ -111,8 +109,8 @@ def search_parse(params: Mapping[str, str], *, now: datetime | None = None) -> S
     errors: list[str] = []
     values = _single_values(params, errors)
     default_start, default_end = default_range(now or timezone.now())
-    start = _parse_date(values, "start_date", default_start, time.min, errors)
-    end = _parse_date(values, "end_date", default_end, time(23, 59, 59), errors)
+    start = _parse_date(values, "start_date", default_start, errors, end=False)
+    end = _parse_date(values, "end_date", default_end, errors, end=True)
     if start and end and end < start:
         errors.append("end_date must not be before start_date")
     filters = _parse_filters(values, errors)
@@ -148,18 +146,13 @@ def _single_values(params: Mapping[str, str], errors: list[str]) -> dict[str, st
 
 
 def _parse_date(
-    values: dict[str, str], name: str, default: datetime, day_time: time, errors: list[str]
+    values: dict[str, str], name: str, default: datetime, errors: list[str], *, end: bool
 ) -> datetime | None:
     raw = values.get(name)
     if raw is None:
         return default
-    try:
-        if _DATE_TIME.fullmatch(raw):
-            return datetime.strptime(raw.replace("T", " "), DATE_FORMAT).replace(tzinfo=UTC)
-        if _DATE.fullmatch(raw):
-            return datetime.combine(date.fromisoformat(raw), day_time, tzinfo=UTC)
-    except ValueError:
-        pass
+    if (parsed := date_parse(raw, end=end)) is not None:
+        return parsed
     errors.append(f"{name} must be a date and time in the format YYYY-MM-DD HH:MM:SS")
     return None
 

@@ -31,6 +31,11 @@ def node_update(*, node: Node, **fields: Any) -> Node:
     return _update(node, fields, allowed={"node_id", "node_name", "node_type"})
 
 
+def node_delete(*, node: Node) -> None:
+    """Delete a node; refused (ProtectedError) while links belong to it."""
+    node.delete()
+
+
 def link_create(
     *,
     account: Account,
@@ -40,7 +45,7 @@ def link_create(
     link_type: str = "",
     destination: Contact | None = None,
 ) -> Link:
-    _check_same_account(account, node, destination)
+    link_parts_check(account, node, destination)
     return Link.objects.create(
         account=account,
         node=node,
@@ -88,10 +93,16 @@ def link_must_exist(link: Link) -> Iterator[None]:
 
 
 def link_update(*, link: Link, **fields: Any) -> Link:
-    _check_same_account(link.account, fields.get("node"), fields.get("destination"))
+    link_parts_check(link.account, fields.get("node"), fields.get("destination"))
     return _update(
         link, fields, allowed={"node", "link_id", "link_name", "link_type", "destination"}
     )
+
+
+def link_delete(*, link: Link) -> None:
+    """Delete a link; refused (ProtectedError) while messages or conversations refer to it.
+    Every process's link cache forgets it (TrackingConfig.ready)."""
+    link.delete()
 
 
 def link_set_destination(*, link: Link, destination: Contact | None) -> Link:
@@ -165,13 +176,9 @@ def link_generate_alias(*, link: Link, max_tries: int = 1000) -> tuple[Link, boo
     raise RuntimeError(f"no free alias address for {base}@{domain} after {max_tries} tries")
 
 
-def link_clear_alias(*, link: Link) -> Link:
-    link.email_address = None
-    link.save(update_fields=["email_address"])
-    return link
-
-
-def _check_same_account(account: Account, *objects: Any) -> None:
+def link_parts_check(account: Account, *objects: Any) -> None:
+    """A link's node and destination must be its account's (ValueError if not); None is no
+    object to check. The admin's link form asks this too."""
     for obj in objects:
         if obj is not None and obj.account_id != account.pk:
             raise ValueError(f"{obj!r} belongs to another account")

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from tracking.addresses import address_domain
 from tracking.delivery.state import InvalidTransition, message_transition
 from tracking.events import EventDraft, event_wanted, events_emit
 from tracking.headers import header_values_check
@@ -46,10 +47,6 @@ class AttachmentDraft:
     filename: str
     content_id: str
     content: bytes
-
-
-def domain_of(address: str) -> str:
-    return address.rpartition("@")[2].strip().lower()
 
 
 def new_smtp_message_id(message_id: uuid.UUID) -> str:
@@ -113,7 +110,7 @@ def messages_accept(drafts: Sequence[MessageDraft]) -> list[Message]:
     # attachments or an event come with it. Inside a caller's transaction this nests as usual.
     with transaction.atomic() if attachments or received else contextlib.nullcontext():
         if len(messages) == 1:
-            messages[0].save(force_insert=True)  # 0.25 ms of CPU less than bulk_create
+            messages[0].save(force_insert=True)  # less CPU than bulk_create for one row
         else:
             Message.objects.bulk_create(messages)
         if attachments:
@@ -146,7 +143,7 @@ def _message_of(draft: MessageDraft) -> Message:
         link=draft.link,
         direction=draft.direction,
         conversation_id=draft.conversation_id,
-        recipient_domain=domain_of(draft.recipient_address),
+        recipient_domain=address_domain(draft.recipient_address),
         text_content=draft.text_content,
         html_content=draft.html_content,
         headers=headers,

@@ -436,22 +436,3 @@ class WebhookSender:
         finally:
             session.close()
             connection.close()
-
-
-def webhooks_send_due(*, rounds: int = 10_000) -> int:
-    """Every due delivery posted, in this thread, until none is left (tests, `manage.py`
-    tools): the loop's work without its threads. Returns how many batches were posted."""
-    session = new_session()
-    batches = 0
-    try:
-        for _ in range(rounds):  # bounded
-            events_dispatch()
-            endpoint_id = next_due_endpoint()
-            batch = deliveries_claim(endpoint_id=endpoint_id) if endpoint_id else []
-            if not batch:
-                return batches
-            batch_send(batch, session)
-            batches += 1
-    finally:
-        session.close()
-    return batches

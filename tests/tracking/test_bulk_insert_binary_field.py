@@ -1,5 +1,5 @@
-"""BytesField (Message.source_mime): bulk_create inserts it a column at a time (UNNEST) on
-PostgreSQL, and it holds any bytes on both databases."""
+"""BulkInsertBinaryField (Message.source_mime): bulk_create inserts it a column at a time
+(UNNEST) on PostgreSQL, and it holds any bytes on both databases."""
 
 from __future__ import annotations
 

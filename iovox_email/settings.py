@@ -177,6 +177,26 @@ SENDING_IPS = env.list("SENDING_IPS", default=[])
 SPF_INCLUDE = env("SPF_INCLUDE", default="").strip().lower().rstrip(".")
 # Days a replaced DKIM key's record stays published once its successor signs.
 DKIM_ROTATION_OVERLAP_DAYS = env.int("DKIM_ROTATION_OVERLAP_DAYS", default=7)
+# How mail leaves (docs/transports.md): "mx" straight to each recipient's MX, "smtp" through
+# the relay below, "anymail" through the ESP ANYMAIL_ESP names. Admin can override it per account.
+DELIVERY_TRANSPORT = env("DELIVERY_TRANSPORT", default="mx").strip().lower()
+SMTP_RELAY_HOST = env("SMTP_RELAY_HOST", default="").strip()
+SMTP_RELAY_PORT = env.int("SMTP_RELAY_PORT", default=587)
+SMTP_RELAY_USERNAME = env("SMTP_RELAY_USERNAME", default="")
+SMTP_RELAY_PASSWORD = env("SMTP_RELAY_PASSWORD", default="")
+# "starttls" (port 587), "tls" (implicit TLS, port 465) or "none" (a relay on a trusted network).
+SMTP_RELAY_SECURITY = env("SMTP_RELAY_SECURITY", default="starttls").strip().lower()
+SMTP_RELAY_VERIFY = env.bool("SMTP_RELAY_VERIFY", default=True)
+# A CA bundle for a relay with a certificate of a private CA; empty means the system's.
+SMTP_RELAY_CA_FILE = env("SMTP_RELAY_CA_FILE", default="")
+# The ESP for DELIVERY_TRANSPORT=anymail: mailgun, postmark, sendgrid, amazon_ses or sparkpost.
+# Its own settings are anymail's, read from the environment (ANYMAIL_MAILGUN_API_KEY, ...).
+ANYMAIL_ESP = env("ANYMAIL_ESP", default="").strip().lower()
+ANYMAIL = {
+    key.removeprefix("ANYMAIL_"): value
+    for key, value in os.environ.items()
+    if key.startswith("ANYMAIL_") and key != "ANYMAIL_ESP"
+}
 EMAIL_RETRY_SCHEDULE = [
     int(s) for s in env.list("EMAIL_RETRY_SCHEDULE", default=["60", "300", "900", "1800", "3600"])
 ]

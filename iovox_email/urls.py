@@ -14,6 +14,7 @@ urlpatterns = [
     path("rest/v1/", include("tracking.api.urls")),
     re_path(r"^rest/(?P<path>.*)$", views.api_not_found),
     path("admin/", admin.site.urls),
+    path("anymail/", include("tracking.esp_webhooks")),
     path("", include("portal.urls")),
 ]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from tracking.models import DeliveryAttempt, Disposition, Message, TrackingEvent
+from tracking.models import DeliveryAttempt, Disposition, EventSource, Message, TrackingEvent
 
 FINAL_WORDS = {
     Disposition.NO_MX_RECORD: "No MX record for the recipient's domain",
@@ -86,11 +86,12 @@ def _event_step(event: TrackingEvent) -> Step:
     detail = event.url if event.kind == TrackingEvent.Kind.CLICK else ""
     who = " ".join(p for p in (event.ip or "", event.user_agent[:120]) if p)
     badge = "Automated" if event.automated else "Human"
+    source = "reported by the ESP" if event.source == EventSource.ESP else ""
     return Step(
         event.occurred_at,
         event.kind,
         title,
         detail,
         badge=badge,
-        note=" — ".join(p for p in (event.automated_reason, who) if p),
+        note=" — ".join(p for p in (event.automated_reason, who, source) if p),
     )

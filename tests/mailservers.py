@@ -261,7 +261,9 @@ class SinkHandler:
                 mail_from=envelope.mail_from,
                 rcpt_tos=list(envelope.rcpt_tos),
                 data=envelope.original_content or envelope.content,
-                tls=session.ssl is not None,
+                # STARTTLS, or TLS from the first byte (implicit TLS, port 465).
+                tls=session.ssl is not None
+                or server.transport.get_extra_info("ssl_object") is not None,
                 peer=str(session.peer[0]),
                 connection=id(session),
             )
@@ -331,6 +333,71 @@ class SilentServer:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+class SmtpRelay(SmtpSink):
+    """An SMTP relay (a submission server): a sink that may require AUTH (`logins` maps a user
+    name to its password; AUTH PLAIN and LOGIN, only once TLS is up) and STARTTLS before
+    anything else, with its own self-signed certificate for "localhost" and 127.0.0.1
+    (`certificate`, the CA file a client verifies it with)."""
+
+    def __init__(
+        self,
+        *,
+        starttls: bool = True,
+        implicit_tls: bool = False,
+        logins: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(starttls=starttls)
+        self.implicit_tls = implicit_tls  # TLS from the first byte (port 465), no STARTTLS
+        self.logins = logins or {}
+        self.certificate = ""
+        self.auth_attempts: list[str] = []
+
+    def _authenticate(self, server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult
+
+        login, password = auth_data.login.decode(), auth_data.password.decode()
+        self.auth_attempts.append(login)
+        return AuthResult(success=self.logins.get(login) == password, handled=False)
+
+    def start(self) -> SmtpRelay:
+        kwargs: dict = {}
+        if self.starttls or self.implicit_tls:
+            directory = tempfile.mkdtemp(prefix="test-relay-")
+            key = os.path.join(directory, "key.pem")
+            self.certificate = os.path.join(directory, "cert.pem")
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
+                + ["-subj", "/CN=localhost", "-keyout", key, "-out", self.certificate]
+                + ["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.certificate, key)
+            if self.implicit_tls:
+                kwargs |= {"ssl_context": context}
+            else:
+                kwargs |= {"tls_context": context, "require_starttls": True}
+        if self.logins:
+            kwargs |= {
+                "authenticator": self._authenticate,
+                "auth_required": True,
+                "auth_require_tls": self.starttls and not self.implicit_tls,
+            }
+        self.controller = Controller(
+            SinkHandler(self),
+            hostname=self.host,
+            port=self.port,
+            server_hostname="localhost",
+            ready_timeout=10,
+            data_size_limit=None,
+            **kwargs,
+        )
+        self.controller.start()
+        return self
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -72,7 +72,8 @@ class ValidatedFieldsAdmin(admin.ModelAdmin):
 
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
-    list_display = ["name", "created_at"]
+    list_display = ["name", "created_at", "delivery_transport"]
+    list_filter = ["delivery_transport"]
     search_fields = ["name"]
 
 
@@ -233,7 +234,16 @@ class DeliveryAttemptInline(ReadOnlyInline):
 
 class TrackingEventInline(ReadOnlyInline):
     model = TrackingEvent
-    fields = ["occurred_at", "kind", "ip", "user_agent", "url", "automated", "automated_reason"]
+    fields = [
+        "occurred_at",
+        "kind",
+        "source",
+        "ip",
+        "user_agent",
+        "url",
+        "automated",
+        "automated_reason",
+    ]
 
 
 class AttachmentInline(ReadOnlyInline):
@@ -253,7 +263,13 @@ class MessageAdmin(admin.ModelAdmin):
         "read_disposition",
     ]
     list_filter = ["disposition", "read_disposition", "direction", "account"]
-    search_fields = ["=message_id", "sender_address", "recipient_address", "subject"]
+    search_fields = [
+        "=message_id",
+        "=esp_message_id",
+        "sender_address",
+        "recipient_address",
+        "subject",
+    ]
     date_hierarchy = "receive_date"
     list_select_related = ["link"]
     inlines = [AttachmentInline, DeliveryAttemptInline, TrackingEventInline]

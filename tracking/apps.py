@@ -11,6 +11,7 @@ class TrackingConfig(AppConfig):
         from django_q.signals import post_spawn
 
         import tracking.checks  # noqa: F401 (registers the system checks)
+        import tracking.delivery.esp_events  # noqa: F401 (receives the ESPs' tracking events)
         from tracking import buffering, schedules, worker
         from tracking.delivery.dkim import dkim_key_cache
         from tracking.models import ApiCredential, DkimKey, Link

@@ -22,3 +22,16 @@ def secret_key_shared(app_configs, **kwargs) -> list[CheckMessage]:
             id="tracking.E001",
         )
     ]
+
+
+@register()
+def delivery_transport_configured(app_configs, **kwargs) -> list[CheckMessage]:
+    """A transport that cannot be tried leaves its messages `queued`: say so before the
+    worker starts (qcluster runs the checks) rather than in every message's last response."""
+    from tracking.delivery.transports import transport_problem, transports_configured
+
+    return [
+        Error(problem, hint="See docs/transports.md.", id="tracking.E010")
+        for transport in transports_configured()
+        if (problem := transport_problem(transport))
+    ]

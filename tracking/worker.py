@@ -58,6 +58,7 @@ from tracking.delivery.claims import (
     next_due_domain,
 )
 from tracking.delivery.deliver import batch_deliver, messages_expire
+from tracking.delivery.relay import relay_connections_close
 from tracking.models import Message, WorkerLease
 from tracking.webhooks.sender import WebhookSender
 
@@ -319,6 +320,7 @@ class Connections:
                         del self.in_flight[id(batch)]
                     self.free.release()
         finally:
+            relay_connections_close()
             connection.close()
 
 

@@ -1,5 +1,6 @@
-"""Delivering a claimed batch of messages to the MX of their recipient domain, and expiring
-queued messages at their deadline.
+"""Delivering a claimed batch of messages to the MX of their recipient domain (or through the
+relay or ESP their transport names: transports.py), and expiring queued messages at their
+deadline.
 
 Messages to one domain go as a batch over one SMTP connection per MX address (MAIL, RCPT, DATA
 per message), tried by MX preference. Each reply decides that message: 2xx `sent`, 5xx
@@ -22,11 +23,14 @@ from django.utils import timezone
 from tracking.bounces import Bounce, bounce_classify
 from tracking.delivery.compose import message_outgoing_bytes
 from tracking.delivery.durability import relax_commit_durability
+from tracking.delivery.esp import esp_deliver
 from tracking.delivery.mx import MxOutcome, host_addresses, mx_lookup
+from tracking.delivery.relay import relay_deliver
 from tracking.delivery.smtp import MxConnection, SmtpReply
 from tracking.delivery.state import Transition, messages_transition
+from tracking.delivery.transports import messages_by_transport, transport_problem
 from tracking.delivery.verp import verp_address
-from tracking.models import DeliveryAttempt, Disposition, Message
+from tracking.models import DeliveryAttempt, DeliveryTransport, Disposition, Message
 from tracking.services.suppressions import suppressed_refuse, suppressions_from_replies
 
 log = logging.getLogger(__name__)
@@ -40,7 +44,16 @@ def batch_deliver(messages: list[Message]) -> None:
         return
     outcomes = Outcomes()
     try:
-        _deliver_to_domain(messages[0].recipient_domain, messages, outcomes)
+        for transport, group in messages_by_transport(messages).items():
+            if problem := transport_problem(transport):
+                for message in group:
+                    outcomes.temporary(message, SmtpReply(None, problem, ""))
+            elif transport == DeliveryTransport.SMTP:
+                relay_deliver(group, outcomes)
+            elif transport == DeliveryTransport.ANYMAIL:
+                esp_deliver(group, outcomes)
+            else:
+                _deliver_to_domain(group[0].recipient_domain, group, outcomes)
     finally:
         outcomes.flush()
 
@@ -188,9 +201,10 @@ class Outcomes:
             return
         pending, self.pending = self.pending, []
         # A domain without mail (noMxRecord) is a hard failure of the address.
+        # An ESP's "queued" is an acceptance, not a failure (esp.py).
         bounces = [
             None
-            if to == Disposition.SENT
+            if to == Disposition.SENT or reply.accepted
             else bounce_classify(
                 smtp_code=reply.code, text=reply.text, permanent=to == Disposition.NO_MX_RECORD
             )

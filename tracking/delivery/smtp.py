@@ -6,6 +6,9 @@ RCPT and DATA go out together: two round trips a message instead of four.
 STARTTLS is used whenever the server offers it. Certificates are not verified: this is
 opportunistic TLS (RFC 7435), which protects against passive listening, and MX servers with
 self-signed certificates are common; refusing them would only push mail back to plain text.
+
+`RelayConnection` is the same connection to the SMTP relay of DELIVERY_TRANSPORT=smtp, where
+TLS is required and verified and we log in (docs/transports.md).
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class MxConnection:
         self.host = host
         self.address = address
         self.smtp: smtplib.SMTP | None = None
+        self.port = settings.SMTP_DELIVERY_PORT
         self.tls = False
         self.pipelining = False
 
@@ -80,7 +84,7 @@ class MxConnection:
     def open(self) -> SmtpReply | None:
         smtp = smtp_client_for(self.host)
         try:
-            code, text = smtp.connect(self.address, settings.SMTP_DELIVERY_PORT)
+            code, text = smtp.connect(self.address, self.port)
             if code != 220:
                 smtp.close()
                 return SmtpReply(code, _text(text), self.host)
@@ -187,11 +191,100 @@ def _dot_stuffed(data: bytes) -> bytes:
 
 
 def _describe(error: BaseException, connection: MxConnection) -> str:
-    where = f"{connection.address}:{settings.SMTP_DELIVERY_PORT}"
+    where = f"{connection.address}:{connection.port}"
     if isinstance(error, socket.timeout | TimeoutError) or "timed out" in str(error):
         return f"timed out talking to {where}"
     if isinstance(error, ConnectionRefusedError):
         return f"connection refused by {where}"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"the certificate of {where} failed verification: {error.verify_message}"
     if isinstance(error, smtplib.SMTPServerDisconnected):
         return f"{where} closed the connection"
     return f"{type(error).__name__} talking to {where}: {error}"
+
+
+def relay_tls_context() -> ssl.SSLContext:
+    """The relay's certificate is verified (against SMTP_RELAY_CA_FILE, or the system's CAs)
+    unless SMTP_RELAY_VERIFY is off: it holds our credentials and every message."""
+    context = ssl.create_default_context(cafile=settings.SMTP_RELAY_CA_FILE or None)
+    if not settings.SMTP_RELAY_VERIFY:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class RelayConnection(MxConnection):
+    """A connection to SMTP_RELAY_HOST: implicit TLS, STARTTLS (required) or plain, as
+    SMTP_RELAY_SECURITY says, then AUTH when SMTP_RELAY_USERNAME is set. A failure to open
+    the session is never the message's fault, so its reply carries no code: the messages stay
+    `queued` (a 5xx greeting or a refused login is a matter of our configuration)."""
+
+    def __init__(self) -> None:
+        super().__init__(settings.SMTP_RELAY_HOST, settings.SMTP_RELAY_HOST)
+        self.port = settings.SMTP_RELAY_PORT
+
+    def open(self) -> SmtpReply | None:
+        security = settings.SMTP_RELAY_SECURITY
+        context = relay_tls_context()
+        smtp = None
+        try:
+            # Connecting in the constructor makes it the name TLS verifies (SNI too).
+            options = {"local_hostname": settings.SMTP_HELO_NAME, "timeout": settings.SMTP_TIMEOUT}
+            if security == "tls":
+                smtp = smtplib.SMTP_SSL(self.host, self.port, context=context, **options)
+            else:
+                smtp = smtplib.SMTP(self.host, self.port, **options)
+            refused = self._session(smtp, security, context)
+        except smtplib.SMTPConnectError as e:
+            refused = f"the relay greeted with {e.smtp_code} {_text(e.smtp_error)}"
+        except smtplib.SMTPAuthenticationError as e:
+            refused = f"the relay refused our credentials: {e.smtp_code} {_text(e.smtp_error)}"
+        except (OSError, smtplib.SMTPException) as e:
+            refused = _describe(e, self)
+        if refused is not None:
+            if smtp is not None:
+                smtp.close()
+            return SmtpReply(None, refused, self.host)
+        self.smtp = smtp
+        self.tls = security != "none"
+        self.pipelining = smtp.has_extn("pipelining")
+        return None
+
+    def _session(self, smtp: smtplib.SMTP, security: str, context: ssl.SSLContext) -> str | None:
+        """EHLO, STARTTLS and AUTH after the greeting; what went wrong, or None."""
+        code, text = smtp.ehlo()
+        if code != 250:
+            return f"the relay refused EHLO: {code} {_text(text)}"
+        if security == "starttls":
+            if not smtp.has_extn("starttls"):
+                return "the relay does not offer STARTTLS (SMTP_RELAY_SECURITY=starttls)"
+            code, text = smtp.starttls(context=context)
+            if code != 220:
+                return f"the relay refused STARTTLS: {code} {_text(text)}"
+            smtp.ehlo()
+        if settings.SMTP_RELAY_USERNAME:
+            smtp.login(settings.SMTP_RELAY_USERNAME, settings.SMTP_RELAY_PASSWORD)
+        return None
+
+    def usable(self) -> bool:
+        """Still open and answering (a relay closes idle connections): a NOOP."""
+        if self.smtp is None:
+            return False
+        try:
+            if self.smtp.noop()[0] == 250:
+                return True
+        except (OSError, smtplib.SMTPException):
+            pass
+        self.close()
+        return False
+
+    @staticmethod
+    def configuration() -> tuple:
+        """What a kept connection was opened with; one opened otherwise is not reused."""
+        return (
+            settings.SMTP_RELAY_HOST,
+            settings.SMTP_RELAY_PORT,
+            settings.SMTP_RELAY_SECURITY,
+            settings.SMTP_RELAY_USERNAME,
+            settings.SMTP_RELAY_PASSWORD,
+        )

@@ -47,7 +47,7 @@ ALLOWED: dict[str, frozenset[str]] = {
 
 # The fields a transition may set beside the disposition.
 TRANSITION_FIELDS = frozenset(
-    {"delivery_date", "next_attempt_at", "last_smtp_response", "status_detail"}
+    {"delivery_date", "next_attempt_at", "last_smtp_response", "status_detail", "esp_message_id"}
 )
 
 

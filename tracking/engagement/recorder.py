@@ -66,6 +66,7 @@ class Hit:
     ip: str | None
     user_agent: str
     url: str = ""
+    source: str = "ours"  # or "esp": reported by the ESP's tracking webhook
 
 
 def tracking_hit_record(*, hit: Hit) -> None:
@@ -199,6 +200,7 @@ def _event(hit: Hit, message: _MessageFacts, clicks: dict[int, list[datetime]]) 
         url=hit.url,
         automated=verdict.automated,
         automated_reason=verdict.reason,
+        source=hit.source,
     )
 
 

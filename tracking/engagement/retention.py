@@ -34,6 +34,7 @@ EVENT_COLUMNS = (
     "url",
     "automated",
     "automated_reason",
+    "source",
 )
 
 

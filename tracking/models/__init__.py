@@ -1,6 +1,6 @@
 """The nouns of the product: accounts, the directory (nodes, links, contacts) and messages."""
 
-from tracking.models.accounts import Account, ApiCredential, User
+from tracking.models.accounts import Account, ApiCredential, DeliveryTransport, User
 from tracking.models.directory import AliasDomain, Contact, Link, Node
 from tracking.models.events import (
     TEST_EVENT_TYPE,
@@ -18,11 +18,13 @@ from tracking.models.messages import (
     DeliveryAttempt,
     Direction,
     Disposition,
+    EventSource,
     Message,
     ReadDisposition,
     TrackingEvent,
 )
 from tracking.models.signing import DkimKey
+from tracking.models.transports import EspWebhookRefusal
 from tracking.models.worker import WorkerLease
 
 __all__ = [
@@ -41,9 +43,12 @@ __all__ = [
     "Attachment",
     "Contact",
     "DeliveryAttempt",
+    "DeliveryTransport",
+    "EspWebhookRefusal",
     "DkimKey",
     "Direction",
     "Disposition",
+    "EventSource",
     "Link",
     "Message",
     "Node",

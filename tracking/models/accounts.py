@@ -26,6 +26,14 @@ username_validator = RegexValidator(
 )
 
 
+class DeliveryTransport(models.TextChoices):
+    """How a message leaves (tracking/delivery/transports.py)."""
+
+    MX = "mx", "Straight to the recipient's MX"
+    SMTP = "smtp", "Through the SMTP relay"
+    ANYMAIL = "anymail", "Through the ESP (anymail)"
+
+
 class Account(models.Model):
     """A customer. Everything a customer can reach hangs off one account."""
 
@@ -33,6 +41,13 @@ class Account(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     # Shown at the top of every portal page until dealt with (a webhook the worker disabled).
     portal_notice = models.CharField(max_length=500, blank=True)
+    # Blank: DELIVERY_TRANSPORT. Support sets it for an account on its company relay or an ESP.
+    delivery_transport = models.CharField(
+        max_length=10,
+        choices=DeliveryTransport.choices,
+        blank=True,
+        help_text="Blank: the deployment's DELIVERY_TRANSPORT.",
+    )
 
     def __str__(self) -> str:
         return self.name

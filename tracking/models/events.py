@@ -33,6 +33,7 @@ class EventType(models.TextChoices):
     OPENED = "email.opened"
     CLICKED = "email.clicked"
     SUPPRESSED = "email.suppressed"
+    COMPLAINED = "email.complained"  # the recipient marked it as spam (an ESP's report)
 
 
 # Sent by `POST /rest/v1/webhooks/{id}/test` only; not a subscription.

@@ -26,6 +26,11 @@ class Disposition(models.TextChoices):
     EXPIRED = "expired", "Expired"
 
 
+class EventSource(models.TextChoices):
+    OURS = "ours", "Our tracking"
+    ESP = "esp", "The ESP"
+
+
 class ReadDisposition(models.TextChoices):
     UNREAD = "unread", "Unread"
     READ = "read", "Read"
@@ -111,6 +116,8 @@ class Message(models.Model):
     last_smtp_response = models.TextField(blank=True)
     # Why a message ended as it did when no SMTP reply says it (rule error, bounce diagnostic).
     status_detail = models.TextField(blank=True)
+    # The id the ESP gave the message (DELIVERY_TRANSPORT=anymail), by which its events find it.
+    esp_message_id = models.CharField(max_length=255, blank=True)
 
     objects = MessageQuerySet.as_manager()
 
@@ -153,6 +160,12 @@ class Message(models.Model):
             models.Index(fields=["disposition", "recipient_domain", "id"], name="msg_disp_domain"),
             # ... and messages by when they fall due: the latest, and expiry.
             models.Index(fields=["disposition", "next_attempt_at"], name="msg_disp_due"),
+            # ESP events (tracking/delivery/esp_events.py) name the message by the ESP's id.
+            models.Index(
+                fields=["esp_message_id"],
+                name="msg_esp_message_id",
+                condition=~models.Q(esp_message_id=""),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -239,6 +252,8 @@ class TrackingEvent(models.Model):
     url = models.TextField(blank=True)
     automated = models.BooleanField(default=False)
     automated_reason = models.CharField(max_length=200, blank=True)
+    # Ours (our pixel, our click links), or reported by the ESP that delivered the message.
+    source = models.CharField(max_length=10, choices=EventSource.choices, default="ours")
 
     class Meta:
         ordering = ["occurred_at", "pk"]

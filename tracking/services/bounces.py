@@ -22,7 +22,7 @@ from email.policy import compat32
 from django.db import transaction
 from flufl.bounce import all_failures
 
-from tracking.bounces import bounce_classify, enhanced_code_in, reply_code_in
+from tracking.bounces import Bounce, bounce_classify, enhanced_code_in, reply_code_in
 from tracking.delivery.state import message_transition
 from tracking.delivery.verp import verp_message_id
 from tracking.engagement.retention import events_store
@@ -30,6 +30,7 @@ from tracking.models import (
     BounceType,
     DeliveryAttempt,
     Disposition,
+    EventSource,
     Message,
     SuppressionReason,
     TrackingEvent,
@@ -87,40 +88,69 @@ def bounce_process(*, raw: bytes, rcpt_to: str) -> Message | None:
         text=report.diagnostic or report.detail,
         permanent=report.permanent,
     )
-    with transaction.atomic():
-        events_store(events=[TrackingEvent(message=message, kind=TrackingEvent.Kind.BOUNCE)])
-        DeliveryAttempt.objects.create(
-            message=message,
-            mx_host=report.remote_mta[:253],
-            smtp_code=bounce.smtp_code,
-            smtp_text=(report.diagnostic or report.detail)[:DETAIL_LIMIT],
-            enhanced_code=bounce.enhanced_code,
-            bounce_type=bounce.bounce_type,
-            outcome=Disposition.RECEIVED_BOUNCED,
-        )
-        if message.disposition == Disposition.SENT:
-            message_transition(
-                message=message,
-                to=Disposition.RECEIVED_BOUNCED,
-                event={
-                    "smtp_code": bounce.smtp_code,
-                    "smtp_text": report.diagnostic or report.detail,
-                    "enhanced_code": bounce.enhanced_code,
-                    "bounce_type": bounce.bounce_type,
-                },
-                status_detail=report.detail[:DETAIL_LIMIT],
-            )
-        if bounce.bounce_type == BounceType.HARD:
-            suppression_add(
-                account=message.account_id,
-                email_address=message.recipient_address,
-                reason=SuppressionReason.HARD_BOUNCE,
-                smtp_code=bounce.smtp_code,
-                enhanced_code=bounce.enhanced_code,
-                smtp_text=report.diagnostic or report.detail,
-                message=message,
-            )
+    message_bounce_record(
+        message=message,
+        bounce=bounce,
+        text=report.diagnostic or report.detail,
+        detail=report.detail,
+        remote_mta=report.remote_mta,
+    )
     return message
+
+
+@transaction.atomic
+def message_bounce_record(
+    *,
+    message: Message,
+    bounce: Bounce,
+    text: str,
+    detail: str,
+    remote_mta: str,
+    source: str = EventSource.OURS,
+    waiting_to: str | None = None,
+) -> None:
+    """Record a failure reported after the message left us (a DSN, or an ESP's bounce event):
+    a bounce event, an attempt with its codes and bounce type, `sent` -> `received_bounced`,
+    and the address suppressed when the bounce is hard. `waiting_to` is where a message still
+    `queued` goes (an ESP's report on a message it had queued: `undeliverable`); a DSN moves
+    nothing but a `sent` message."""
+    events_store(
+        events=[TrackingEvent(message=message, kind=TrackingEvent.Kind.BOUNCE, source=source)]
+    )
+    to = Disposition.RECEIVED_BOUNCED
+    if message.disposition == Disposition.QUEUED and waiting_to:
+        to = waiting_to
+    DeliveryAttempt.objects.create(
+        message=message,
+        mx_host=remote_mta[:253],
+        smtp_code=bounce.smtp_code,
+        smtp_text=text[:DETAIL_LIMIT],
+        enhanced_code=bounce.enhanced_code,
+        bounce_type=bounce.bounce_type,
+        outcome=to,
+    )
+    if message.disposition == Disposition.SENT or to != Disposition.RECEIVED_BOUNCED:
+        message_transition(
+            message=message,
+            to=to,
+            event={
+                "smtp_code": bounce.smtp_code,
+                "smtp_text": text,
+                "enhanced_code": bounce.enhanced_code,
+                "bounce_type": bounce.bounce_type,
+            },
+            status_detail=detail[:DETAIL_LIMIT],
+        )
+    if bounce.bounce_type == BounceType.HARD:
+        suppression_add(
+            account=message.account_id,
+            email_address=message.recipient_address,
+            reason=SuppressionReason.HARD_BOUNCE,
+            smtp_code=bounce.smtp_code,
+            enhanced_code=bounce.enhanced_code,
+            smtp_text=text,
+            message=message,
+        )
 
 
 def bounce_read(report: EmailMessage, recipient: str) -> BounceReport:

@@ -108,8 +108,9 @@ def database_url() -> str:
 
 
 def start_worker(mail_servers=None, **env: str) -> subprocess.Popen:
-    """`manage.py worker` (qcluster with its probes and watchdog) on the test database, delivering to the loopback DNS server and
-    SMTP sink of `mail_servers`; `env` adds settings. Its stderr is kept for the report."""
+    """`manage.py worker` (qcluster, its probes on a free port, its watchdog) on the test
+    database, delivering to the loopback DNS server and SMTP sink of `mail_servers`; `env` adds
+    settings. Its stderr is kept for the report."""
     env = {
         **os.environ,
         "DATABASE_URL": database_url(),

@@ -4,7 +4,9 @@ One event loop serves every connection, so nothing here blocks it: each database
 recipient ours? store these messages) runs in a small thread pool, on PostgreSQL and SQLite
 alike. A connection past the limits gets a 421 before its session starts (limits.py). A
 recipient is judged at RCPT TO on its own (550 5.1.1 when it is not an alias, a proxy address
-or a bounce address of ours); the message is stored before the 250 answer if it fits the
+or a bounce address of ours); at end of DATA the sender is authenticated (admission.py, in a
+thread pool of its own: 550 5.7.1 for a DMARC reject, 451 4.7.0 when DNS fails); the message is
+stored before the 250 answer if it fits the
 limits, and a failure to store it is a 451 so the sender retries: an accepted message is never
 lost. Routing happens afterwards, in the worker.
 """
@@ -12,6 +14,7 @@ lost. Routing happens afterwards, in the worker.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import socket
@@ -27,6 +30,7 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
+from conversations.inbound.admission import inbound_admit
 from conversations.inbound.limits import ConnectionGate, OpenConnections, RecentUsage, client_of
 from conversations.inbound.raw_mail import Envelope
 from conversations.inbound.receive import Arrival, inbound_receive_many
@@ -39,6 +43,9 @@ log = logging.getLogger("conversations.smtpd")
 
 # Threads that talk to the database for the event loop; each keeps its own connection.
 DB_THREADS = 8
+# Threads that authenticate senders (DNS lookups, signature checks) for the event loop: a pool
+# apart, so slow DNS never holds up the database work of other sessions.
+AUTH_THREADS = 8
 # RFC 5321 section 4.5.3.1.8: at least 100 recipients must be accepted; more get a 452, and
 # the client sends the rest in another transaction.
 MAX_RECIPIENTS = 100
@@ -212,8 +219,9 @@ class InboundHandler:
     """aiosmtpd's handler hooks: refuse a client or recipient over its limit early, judge
     each recipient, store each message."""
 
-    def __init__(self, executor: ThreadPoolExecutor):
+    def __init__(self, executor: ThreadPoolExecutor, auth_executor: ThreadPoolExecutor):
         self.executor = executor
+        self.auth_executor = auth_executor
         self.known = KnownRecipients()
         self.recent_usage = RecentUsage()
         self.group_commit = GroupCommit(self.store_group)
@@ -264,14 +272,30 @@ class InboundHandler:
             helo=session.host_name or "",
             peer=_peer(session.peer),
         )
+        loop = asyncio.get_running_loop()
         try:
-            outcome = await self.group_commit.store(Arrival(details, list(envelope.rcpt_tos), raw))
+            admission = await loop.run_in_executor(
+                self.auth_executor, functools.partial(inbound_admit, raw=raw, envelope=details)
+            )
+        except Exception:
+            log.exception("could not authenticate a message from %s", details.mail_from)
+            return _answered("451 4.7.0 Sender not checked, please try again later")
+        if admission.deferred:
+            log.info("deferred a message from %s (%s): %s", details.peer, details.mail_from,
+                     admission.reply)  # fmt: skip
+            return _answered(admission.reply)
+        arrival = Arrival(details, list(envelope.rcpt_tos), raw, admission)
+        try:
+            outcome = await self.group_commit.store(arrival)
         except Exception:
             log.exception("could not store a message from %s", details.mail_from)
             return _answered("451 4.3.0 Message not stored, please try again later")
         if isinstance(outcome, str):
             log.info("refused a message from %s (%s): %s", details.peer, details.mail_from, outcome)
             return _answered(outcome)
+        if admission.refused:
+            log.info("refused inbound %s: %s", outcome.pk, admission.reply)
+            return _answered(admission.reply)
         if outcome.status == InboundMessage.Status.REFUSED:
             log.info(
                 "refused inbound %s: %s",
@@ -322,7 +346,8 @@ async def serve(host: str, port: int, *, ready=None, stop: asyncio.Event | None 
     """Listen on host:port until `stop` is set; `ready(port)` is called with the bound port
     (useful with port 0)."""
     executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="smtpd-db")
-    handler = InboundHandler(executor)
+    auth_executor = ThreadPoolExecutor(max_workers=AUTH_THREADS, thread_name_prefix="smtpd-auth")
+    handler = InboundHandler(executor, auth_executor)
     connections = OpenConnections()
 
     def new_session() -> SMTP:
@@ -352,3 +377,4 @@ async def serve(host: str, port: int, *, ready=None, stop: asyncio.Event | None 
         await server.wait_closed()
         await handler.group_commit.settle()
         executor.shutdown(wait=True)
+        auth_executor.shutdown(wait=True)

@@ -70,6 +70,7 @@ def message_detail(request: HttpRequest, message_id: str) -> HttpResponse:
             "attachments": attachments,
             "thread": thread,
             "conversation": conversation,
+            "authentication": message.sender_authentication(),
         },
     )
 

@@ -21,7 +21,7 @@ from tracking.engagement.events import (
     message_events_page,
 )
 from tracking.headers import header_value_validator
-from tracking.models import Account, Attachment, Link, Message
+from tracking.models import Account, Attachment, Direction, Link, Message
 from tracking.search import SearchQuery, content_fields, search_rows
 from tracking.services.directory import link_for_sending
 from tracking.services.messages import AttachmentDraft
@@ -215,6 +215,8 @@ def message_detail(message: Message, *, account: Account, page: int, limit: int)
     detail |= content_fields(message.content_purged_at)
     if message.status_detail:
         detail["status_detail"] = message.status_detail
+    if message.direction != Direction.API:
+        detail["authentication"] = message.sender_authentication()
     detail["attempts"] = [
         {
             name: value

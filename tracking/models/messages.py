@@ -186,6 +186,15 @@ class Message(models.Model):
         """Opens, clicks and bounces ever recorded, kept or not."""
         return self.open_count + self.click_count + self.bounce_count
 
+    def sender_authentication(self) -> dict | None:
+        """For a message passed on from inbound mail (forwarded or relayed): the SPF, DKIM,
+        ARC and DMARC verdicts on its writer as admission found them, with `quarantined`;
+        None for a message of the API, or mail received before they were recorded."""
+        inbound = self.inbound_sources.exclude(authentication={}).order_by("pk").first()
+        if inbound is None:
+            return None
+        return {**inbound.authentication, "quarantined": inbound.quarantined}
+
 
 class Attachment(models.Model):
     class Disposition(models.TextChoices):

@@ -231,11 +231,10 @@ def _apply(transition: Transition) -> None:
 NOT_DELIVERY_OUTCOMES = frozenset({Disposition.RECEIVED_BOUNCED})
 
 
-def _transport() -> str:
-    """The metric's and log line's transport: the deployment's DELIVERY_TRANSPORT (mx, smtp,
-    anymail). An account that overrides it is not told apart here: that would cost a query
-    per outcome."""
-    return settings.DELIVERY_TRANSPORT
+def _transport(message: Message) -> str:
+    """The metric's and log line's transport (mx, smtp, anymail): the one that delivered the
+    message (transports.messages_by_transport), else the deployment's, e.g. at expiry."""
+    return getattr(message, "delivery_transport", None) or settings.DELIVERY_TRANSPORT
 
 
 def _observe(transition: Transition) -> None:
@@ -243,7 +242,7 @@ def _observe(transition: Transition) -> None:
     if transition.to in NOT_DELIVERY_OUTCOMES:
         return
     message = transition.message
-    transport = _transport()
+    transport = _transport(message)
     DELIVERIES.labels(outcome=transition.to, transport=transport).inc()
     if transition.to == Disposition.SENT and message.receive_date is not None:
         waited = (timezone.now() - message.receive_date).total_seconds()

@@ -223,8 +223,9 @@ class ConversationAdmin(ValidatedFieldsAdmin):
         "party_a_address",
         "party_b_address",
         "link",
+        "kind",
     ]
-    list_filter = ["account", "proxy_domain"]
+    list_filter = ["kind", "account", "proxy_domain"]
     search_fields = ["=conversation_id", "proxy_address", "party_a_address", "party_b_address"]
     list_select_related = ["link"]
     raw_id_fields = ["link"]
@@ -235,8 +236,11 @@ class ConversationAdmin(ValidatedFieldsAdmin):
 
 @admin.register(InboundMessage)
 class InboundMessageAdmin(admin.ModelAdmin):
-    list_display = ["received_at", "mail_from", "rcpt_to", "status", "spf", "dkim", "dmarc"]
-    list_filter = ["status", "spf", "dkim", "dmarc"]
+    list_display = [
+        "received_at", "mail_from", "rcpt_to", "status", "spf", "dkim", "dmarc", "quarantined"
+    ]  # fmt: skip
+    list_filter = ["status", "quarantined", "spf", "dkim", "dmarc"]
+    show_facets = admin.ShowFacets.ALWAYS  # how many were quarantined, refused, ...
     search_fields = ["mail_from", "error"]
     exclude = ["raw", "messages"]
     readonly_fields = [
@@ -253,6 +257,8 @@ class InboundMessageAdmin(admin.ModelAdmin):
         "dkim",
         "dmarc",
         "authentication_results",
+        "quarantined",
+        "authentication",
     ]
     actions = ["route_again"]
 

@@ -32,13 +32,25 @@ class ProxyDomain(models.Model):
 
 
 class Conversation(models.Model):
-    """Two parties talking through one proxy address: party A is the `sender_address` of the
-    request that created it, party B its `recipient_address`."""
+    """Two parties talking through one address of ours.
+
+    - `proxy`: through a proxy address; party A is the `sender_address` of the request that
+      created it, party B its `recipient_address`.
+    - `alias`: opened by mail to a link's alias. Party A is the writer, party B the link's
+      contact; `proxy_address` is the writer's reverse address (on the alias's domain, one per
+      link and writer): the contact receives the writer's mail From it, and their reply to it
+      reaches the writer From the alias (conversations/inbound/forwarding.py)."""
+
+    class Kind(models.TextChoices):
+        PROXY = "proxy", "proxy address"
+        ALIAS = "alias", "link alias"
 
     conversation_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="conversations")
     link = models.ForeignKey(Link, on_delete=models.PROTECT, related_name="conversations")
-    proxy_domain = models.ForeignKey(ProxyDomain, on_delete=models.PROTECT)
+    kind = models.CharField(max_length=5, choices=Kind.choices, default=Kind.PROXY)
+    # None for an alias conversation (its address is on the link alias's domain).
+    proxy_domain = models.ForeignKey(ProxyDomain, null=True, blank=True, on_delete=models.PROTECT)
     proxy_address = models.CharField(max_length=254, unique=True)
     proxy_name = models.CharField(max_length=200, blank=True)
     party_a_address = models.CharField(max_length=254)
@@ -49,6 +61,13 @@ class Conversation(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["link", "party_a_address"],
+                condition=Q(kind="alias"),
+                name="conversation_one_reverse_address_per_writer",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.proxy_address}: {self.party_a_address} <-> {self.party_b_address}"
@@ -114,6 +133,10 @@ class InboundMessage(models.Model):
     dkim = models.CharField("DKIM", max_length=10, blank=True)
     dmarc = models.CharField("DMARC", max_length=10, blank=True)
     authentication_results = models.TextField(blank=True)
+    # All the verdicts at admission (Verdict.as_json): shown in the API and the portal.
+    authentication = models.JSONField(default=dict, blank=True)
+    # DMARC failed for a From domain whose policy asks quarantine: forwarded marked as spam.
+    quarantined = models.BooleanField(default=False)
     messages = models.ManyToManyField(Message, blank=True, related_name="inbound_sources")
 
     class Meta:

@@ -148,6 +148,42 @@ def conversation_open(
     raise RuntimeError(f"no free proxy address on {domain.domain} after {PROXY_ADDRESS_TRIES}")
 
 
+def conversation_for_alias(
+    *, link: Link, writer_address: str, writer_name: str = ""
+) -> Conversation:
+    """The conversation that mail from `writer_address` to the link's alias opens (or
+    continues) with the link's contact: party A the writer, party B the contact, its
+    `proxy_address` the writer's reverse address, on the alias's domain and unique to
+    (link, writer). A contact changed on the link since is taken on as party B."""
+    writer = writer_address.strip().lower()
+    contact = link.destination
+    existing = Conversation.objects.filter(
+        kind=Conversation.Kind.ALIAS, link=link, party_a_address=writer
+    ).first()
+    if existing is not None:
+        if contact and contact.email and existing.party_b_address != contact.email:
+            existing.party_b_address, existing.party_b_name = contact.email, contact.name
+            existing.save(update_fields=["party_b_address", "party_b_name"])
+        return existing
+    domain = address_domain(link.email_address)
+    for _ in range(PROXY_ADDRESS_TRIES):
+        try:
+            with transaction.atomic():  # a savepoint: a clash must not spoil the caller's batch
+                return Conversation.objects.create(
+                    account_id=link.account_id,
+                    link=link,
+                    kind=Conversation.Kind.ALIAS,
+                    proxy_address=f"{proxy_local_part_generate()}@{domain}",
+                    party_a_address=writer,
+                    party_a_name=writer_name[:200],
+                    party_b_address=contact.email if contact else "",
+                    party_b_name=contact.name[:200] if contact else "",
+                )
+        except IntegrityError:
+            continue
+    raise RuntimeError(f"no free reverse address on {domain} after {PROXY_ADDRESS_TRIES}")
+
+
 @transaction.atomic
 def conversation_send(
     *,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from conversations import domains
 from conversations.inbound import routing
-from conversations.inbound.limits import usage_purge
-from conversations.inbound.receive import inbound_messages_purge, inbound_retry_due
+from conversations.inbound.receive import inbound_retry_due
+from conversations.retention import purge_run
 from tracking import worker
 
 
@@ -22,11 +22,9 @@ def routing_turn() -> bool:
     return routing.inbound_route_pending() > 0
 
 
-def inbound_purge() -> int:
-    """Scheduled: drop raw inbound mail past its retention (how many messages), and the
-    limits' usage counts past their window."""
-    usage_purge()
-    return inbound_messages_purge()
+def purge() -> dict[str, int]:
+    """Scheduled: every kind of row past its retention, in bounded batches (rows per kind)."""
+    return purge_run()
 
 
 def check_domains() -> int:

@@ -42,6 +42,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: its request id is on every log line of the request, its latency covers it all.
+    "iovox_email.observability.RequestObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -226,6 +228,15 @@ INBOUND_RETRY_SCHEDULE = [
     for s in env.list("INBOUND_RETRY_SCHEDULE", default=["60", "300", "1800", "7200", "21600"])
 ]
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_SIZE
+# Retention (docs/operations.md; the purge runs every 10 minutes, `manage.py purge --dry-run`
+# says what it would delete). Days a finished message keeps its bodies, MIME and attachments
+# (its metadata stays); days a message is kept at all, with its attempts and events; days an
+# open or click is kept as a row (the message's counters keep counting it). Rows per batch,
+# each batch a short transaction of its own.
+MESSAGE_CONTENT_RETENTION_DAYS = env.int("MESSAGE_CONTENT_RETENTION_DAYS", default=90)
+MESSAGE_RETENTION_DAYS = env.int("MESSAGE_RETENTION_DAYS", default=400)
+EVENT_RETENTION_DAYS = env.int("EVENT_RETENTION_DAYS", default=180)
+PURGE_BATCH_SIZE = env.int("PURGE_BATCH_SIZE", default=500)
 
 # --- Webhooks (tracking/webhooks, docs/webhooks.md) -----------------------------------------
 # Seconds between a failed delivery and its next attempt; after the last, the delivery fails.
@@ -409,12 +420,39 @@ CACHES = {
 # JSON bodies nested deeper than this are refused (400) before any code walks them.
 API_MAX_JSON_DEPTH = 32
 
-# --- Logging --------------------------------------------------------------------------------
+# --- Operations: health, metrics, logs (docs/operations.md) -------------------------------
+# The worker's and smtpd's health and metrics port (`/healthz`, `/readyz`, `/metrics`); the web
+# serves the same paths on its own port. -1 turns one off, 0 takes any free port.
+HEALTH_HOST = env("HEALTH_HOST", default="127.0.0.1")
+WORKER_HEALTH_PORT = env.int("WORKER_HEALTH_PORT", default=9102)
+SMTPD_HEALTH_PORT = env.int("SMTPD_HEALTH_PORT", default=9103)
+# When set, /metrics wants "Authorization: Bearer <METRICS_TOKEN>".
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+# "text" (one readable line per record) or "json" (one JSON object per line, with the
+# request id, and the message id and account where there are some).
+LOG_FORMAT = env("LOG_FORMAT", default="text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "context": {"()": "iovox_email.observability.LogContextFilter"},
+        "task_chatter": {"()": "iovox_email.observability.TaskChatterFilter"},
+    },
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(process)d",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "text",
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
@@ -424,5 +462,8 @@ LOGGING = {
         "dkimpy": {"level": "CRITICAL"},
         # Names every detector it runs, for every bounce.
         "flufl.bounce": {"level": "WARNING"},
+        # django-q2 says at INFO what its scheduler, pusher and workers did with each task,
+        # several lines a minute: chatter, demoted to DEBUG; its cluster's start and stop stay.
+        "django-q": {"filters": ["task_chatter"]},
     },
 }

@@ -6,7 +6,9 @@ from iovox_email import views
 
 urlpatterns = [
     path("livez", views.livez, name="livez"),
-    path("healthz", views.healthz, name="healthz"),
+    path("healthz", views.livez, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("metrics", views.metrics, name="metrics"),
     path("", include("tracking.engagement.urls")),
     path("rest/v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("rest/v1/docs", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="docs"),

@@ -1,27 +1,37 @@
-"""Site-wide views: the health check and JSON error pages for the API's paths."""
+"""Site-wide views: liveness, readiness, metrics and JSON error pages for the API's paths."""
 
 from __future__ import annotations
 
-from django.db import DatabaseError, connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found, server_error
+
+from iovox_email.health import readiness, readiness_checks
+from iovox_email.metrics import metrics_authorized, metrics_text
 
 
 def livez(request: HttpRequest) -> JsonResponse:
-    """Liveness: the process answers. Touches nothing else, so it is also the trivial
-    baseline view of the benchmarks."""
+    """Liveness (/healthz, /livez): the process answers. Touches nothing else (a database
+    outage must not get every web process restarted), so it is also the trivial baseline view
+    of the benchmarks."""
     return JsonResponse({"ok": True})
 
 
-def healthz(request: HttpRequest) -> JsonResponse:
-    """Health: 200 when this process answers and reaches its database (one trivial query),
-    503 when the database cannot be reached."""
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except DatabaseError:
-        return JsonResponse({"ok": False, "database": "unavailable"}, status=503)
-    return JsonResponse({"ok": True, "database": "ok"})
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness: 200 when the database answers and is migrated, the broker and the shared
+    cache answer; else 503 naming what failed (iovox_email/health.py)."""
+    ok, results = readiness(readiness_checks())
+    return JsonResponse({"ok": ok, **results}, status=200 if ok else 503)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text of this process (of every gunicorn worker in multiprocess mode),
+    behind METRICS_TOKEN when one is set."""
+    if not metrics_authorized(request.headers.get("Authorization", "")):
+        return JsonResponse({"errors": ["a bearer token is required"]}, status=401)
+    body, content_type = metrics_text()
+    response = HttpResponse(body, content_type=content_type)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def api_not_found(request: HttpRequest, path: str = "") -> JsonResponse:

@@ -108,8 +108,9 @@ def database_url() -> str:
 
 
 def start_worker(mail_servers=None, **env: str) -> subprocess.Popen:
-    """`manage.py qcluster` on the test database, delivering to the loopback DNS server and
-    SMTP sink of `mail_servers`; `env` adds settings. Its stderr is kept for the report."""
+    """`manage.py worker` (qcluster, its probes on a free port, its watchdog) on the test
+    database, delivering to the loopback DNS server and SMTP sink of `mail_servers`; `env` adds
+    settings. Its stderr is kept for the report."""
     env = {
         **os.environ,
         "DATABASE_URL": database_url(),
@@ -124,7 +125,7 @@ def start_worker(mail_servers=None, **env: str) -> subprocess.Popen:
         env["DNS_NAMESERVERS"] = mail_servers.dns.nameserver
         env["SMTP_DELIVERY_PORT"] = str(mail_servers.mx.port)
     return subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"],
+        [sys.executable, "manage.py", "worker", "--health-port", "0"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

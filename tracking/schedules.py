@@ -24,10 +24,9 @@ SCHEDULES: list[ScheduledJob] = [
         ScheduledJob(name=f"iovox:{loop.name}-loop", func=loop.task, minutes=1)
         for loop in LOOPS.values()
     ),
-    # Webhook events and deliveries past WEBHOOK_RETENTION_DAYS, once finished.
-    ScheduledJob(name="iovox:webhooks-purge", func="tracking.tasks.webhooks_purge", minutes=60),
-    # Raw inbound mail past INBOUND_RETENTION_DAYS, once routed or refused.
-    ScheduledJob(name="iovox:inbound-purge", func="conversations.tasks.inbound_purge", minutes=60),
+    # Every retention rule, in bounded batches (conversations/retention.py): message content,
+    # messages, tracking events, webhook events, raw inbound mail, the limits' counters.
+    ScheduledJob(name="iovox:purge", func="conversations.tasks.purge", minutes=10),
     # Our domains' DNS (MX, SPF, DKIM, DMARC) checked; new DKIM keys start signing once seen.
     ScheduledJob(name="iovox:domain-checks", func="conversations.tasks.check_domains", minutes=60),
 ]

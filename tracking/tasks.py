@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from tracking import worker
-from tracking.webhooks.sender import events_purge
 
 
 def delivery_loop() -> int:
@@ -15,8 +14,3 @@ def delivery_loop() -> int:
 def webhook_loop() -> int:
     """One run of the resident webhook loop (tracking/worker.py), started like the others."""
     return worker.webhook_loop()
-
-
-def webhooks_purge() -> int:
-    """Scheduled: events and deliveries past WEBHOOK_RETENTION_DAYS, once finished."""
-    return events_purge()

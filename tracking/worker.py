@@ -29,8 +29,11 @@ then it waits for that lease to run out and takes the slot.
 
 Runs are enqueued by the run before (its successor); by every worker process as it starts
 (django-q2's post_spawn: a cluster starting, a dead worker replaced), so the loops start with
-the cluster; and by a one-minute schedule (tracking/schedules.py), the safety net. Each loop
-occupies a worker process: Q_WORKERS must leave room for other tasks (a system check warns).
+the cluster; for a loop whose run died holding its lease (a worker killed, on this machine or
+another: `loops_revive`), by any loop's run as it ends and by `manage.py worker`'s watchdog
+every LEASE_SECONDS; and by a one-minute schedule (tracking/schedules.py), the safety net.
+Each loop occupies a worker process: Q_WORKERS must leave room for other tasks (a system check
+warns).
 """
 
 from __future__ import annotations
@@ -123,7 +126,37 @@ def loop_run(name: str, turn: Callable[[], bool]) -> int:
     finally:
         lease.release()
     loop_enqueue(loop)  # the successor, once the slot is free for it
+    loops_revive()
     return turns
+
+
+def loops_watch(stop: threading.Event) -> None:
+    """`manage.py worker`'s watchdog thread: every LEASE_SECONDS, `loops_revive`. So a loop
+    whose run died with another worker is taken over within seconds even when none of this
+    worker's own loops is running (and so ending runs) to notice it."""
+    while not stop.wait(LEASE_SECONDS):
+        loops_revive()
+        close_old_connections()
+
+
+def loops_revive() -> None:
+    """Enqueue a run of each loop one of whose leases has run out while still held: its
+    run died with its worker (killed, its machine gone), and its successor with it. A run
+    takes the slot over, so a surviving worker resumes the loops of a dead one within
+    RUN_SECONDS + LEASE_SECONDS rather than at the one-minute schedule. (A lease released
+    normally has no holder; its successor is on its way.)"""
+    try:
+        lapsed = set(
+            WorkerLease.objects.filter(
+                holder__isnull=False, expires_at__lt=timezone.now()
+            ).values_list("name", flat=True)
+        )
+    except Exception:  # the schedule starts them anyway
+        log.exception("could not look for lapsed leases")
+        return
+    for name in {lease.split("/", 1)[0] for lease in lapsed}:
+        if name in LOOPS:
+            loop_enqueue(LOOPS[name])
 
 
 def loop_enqueue(loop: ResidentLoop) -> None:

@@ -39,6 +39,7 @@ from authres import (
     DKIMAuthenticationResult,
     SPFAuthenticationResult,
 )
+from authres.arc import ARCAuthenticationResult
 from authres.dmarc import DMARCAuthenticationResult
 from django.conf import settings
 
@@ -92,6 +93,53 @@ class Verdict:
     dmarc_disposition: str  # what the policy asks for this message: none | quarantine | reject
     from_domain: str
     authentication_results: str  # our Authentication-Results header value
+    arc: str = NONE  # the chain of ARC sets on arrival: pass | fail | none (dkimpy's arc_verify)
+
+    def as_json(self) -> dict:
+        """The verdicts as stored on the InboundMessage (`authentication`) and shown by the
+        API and the portal."""
+        return {
+            "spf": self.spf,
+            "spf_domain": self.spf_domain,
+            "mail_from": self.mail_from,
+            "dkim": self.dkim,
+            "signatures": [
+                {"domain": s.domain, "selector": s.selector, "result": s.result}
+                for s in self.signatures
+            ],
+            "dmarc": self.dmarc,
+            "dmarc_disposition": self.dmarc_disposition,
+            "from_address": self.from_address,
+            "from_domain": self.from_domain,
+            "arc": self.arc,
+            "authentication_results": self.authentication_results,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Verdict:
+        """The Verdict `as_json` stored."""
+        return cls(
+            mail_from=data.get("mail_from", ""),
+            from_address=data.get("from_address", ""),
+            spf=data.get("spf", NONE),
+            spf_domain=data.get("spf_domain", ""),
+            signatures=tuple(
+                Signature(s.get("domain", ""), s.get("selector", ""), s.get("result", NONE))
+                for s in data.get("signatures", [])
+            ),
+            dmarc=data.get("dmarc", NONE),
+            dmarc_disposition=data.get("dmarc_disposition", ""),
+            from_domain=data.get("from_domain", ""),
+            authentication_results=data.get("authentication_results", ""),
+            arc=data.get("arc", NONE),
+        )
+
+    @property
+    def dns_failed(self) -> bool:
+        """A lookup failed where its answer could change the DMARC outcome."""
+        if self.dmarc == PASS:
+            return False
+        return TEMPERROR in (self.spf, self.dmarc, self.dkim)
 
     @property
     def dkim(self) -> str:
@@ -159,6 +207,7 @@ def inbound_authenticate(*, raw: bytes, ip: str, mail_from: str, helo: str) -> V
     from_address = _from_address(raw)
     from_domain = address_domain(from_address)
     dmarc_result, disposition = _dmarc(from_domain, spf_result, spf_domain, signatures, deadline)
+    arc_result = _arc(raw, deadline)
     header = AuthenticationResultsHeader(
         authserv_id=_token(settings.SMTP_HELO_NAME),
         results=[
@@ -177,6 +226,7 @@ def inbound_authenticate(*, raw: bytes, ip: str, mail_from: str, helo: str) -> V
                 result_comment=f"dis={disposition}" if disposition else None,
                 header_from=_token(from_domain),
             ),
+            *([ARCAuthenticationResult(result=arc_result)] if arc_result != NONE else []),
         ],
     )
     return Verdict(
@@ -189,6 +239,7 @@ def inbound_authenticate(*, raw: bytes, ip: str, mail_from: str, helo: str) -> V
         dmarc_disposition=disposition,
         from_domain=from_domain,
         authentication_results=header.header_value(),
+        arc=arc_result,
     )
 
 
@@ -308,6 +359,32 @@ def _signatures(raw: bytes, deadline: float) -> list[Signature]:
             )
         )
     return signatures
+
+
+# --- ARC --------------------------------------------------------------------------------------
+
+
+def _arc(raw: bytes, deadline: float) -> str:
+    """dkimpy's verdict on the chain of ARC sets the message arrived with (RFC 8617): none
+    when it has none; temperror when a key lookup failed."""
+    header_block, _ = split_message(raw)
+    if not re.search(rb"(?im)^arc-seal[ \t]*:", header_block):
+        return NONE
+
+    def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
+        records = _txt(name.decode("ascii", "replace"), deadline)
+        return records[0] if records else None
+
+    try:
+        result, _results, _comment = dkim.arc_verify(
+            raw, dnsfunc=dnsfunc, timeout=float(settings.DNS_TIMEOUT)
+        )
+    except DnsUnavailable:
+        return TEMPERROR
+    except Exception:  # noqa: BLE001 - a chain dkimpy cannot read holds nothing
+        return FAIL
+    result = result.decode() if isinstance(result, bytes) else str(result)
+    return result if result in (PASS, FAIL, NONE) else FAIL
 
 
 # --- DMARC ------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Mail an ESP received for us and posted to its inbound webhook (/anymail/<esp>/inbound/):
-stored through the very entry point inbound SMTP uses (receive.inbound_receive_many), so the
-worker's routing loop treats it as smtpd's mail: aliases, proxy conversations, reverse
-addresses, bounces, loop checks, the limits.
+admitted and stored through the one entry point for raw inbound mail (receive.inbound_receive:
+the sender's SPF, DKIM, ARC and DMARC, then the store smtpd uses), so the worker's routing loop
+treats it as smtpd's mail: aliases, proxy conversations, reverse addresses, bounces, loop
+checks, the limits. A DMARC `reject` failure is stored refused and counted; a DNS failure is a
+retry for the ESP.
 
 The ESP is the SMTP client here: the message is stored with `esp:<name>` as its peer (there is
 no client address of the sender's to check SPF against: SPF is neutral, and a sender's trust
@@ -20,7 +22,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 
 from conversations.inbound.raw_mail import Envelope
-from conversations.inbound.receive import Arrival, inbound_receive_many
+from conversations.inbound.receive import inbound_receive
 from conversations.inbound.recipients import recipient_resolve
 from conversations.models import InboundMessage
 from tracking.esp_webhooks import EspWebhookRetry
@@ -57,7 +59,7 @@ def inbound_from_esp(
         )
         return None
     envelope = Envelope(mail_from=message.envelope_sender or "", helo=esp, peer=f"esp:{esp}")
-    [outcome] = inbound_receive_many([Arrival(envelope, recipients, raw)]).outcomes
+    outcome = inbound_receive(raw=raw, recipients=recipients, envelope=envelope)
     if isinstance(outcome, str):
         if outcome.startswith("4"):
             raise EspWebhookRetry(outcome)

@@ -45,6 +45,7 @@ from django.conf import settings
 from django.db import connection
 
 from conversations.models import InboundUsage
+from iovox_email.metrics import SMTP_CONNECTIONS_OPEN
 from tracking.delivery.verp import verp_message_id
 
 log = logging.getLogger("conversations.smtpd")
@@ -94,11 +95,13 @@ class OpenConnections:
             return TOO_MANY_FROM_CLIENT
         self.total += 1
         self.per_client[client] += 1
+        SMTP_CONNECTIONS_OPEN.inc()
         return None
 
     def close(self, client: str) -> None:
         self.total -= 1
         self.per_client[client] -= 1
+        SMTP_CONNECTIONS_OPEN.dec()
         if not self.per_client[client]:
             del self.per_client[client]
 

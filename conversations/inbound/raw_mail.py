@@ -222,15 +222,19 @@ def format_address(name: str, address: str) -> str:
     return email.utils.formataddr((name, address), charset="utf-8") if name else address
 
 
-def forward_headers(raw: bytes, *, prepend: list[tuple[str, str]]) -> bytes:
+def forward_headers(
+    raw: bytes, *, prepend: list[tuple[str, str]], replace: frozenset[str] = frozenset()
+) -> bytes:
     """The message as forwarded: `prepend` headers first (trace order), the FORWARD_DROP
-    ones removed, and so are those that pass themselves off as ours (our X-Iovox- names, an
-    Authentication-Results in our name, RFC 8601 section 5), body untouched."""
+    ones and those in `replace` (lower-case names we write anew) removed, and so are those
+    that pass themselves off as ours (our X-Iovox- names, an Authentication-Results in our
+    name, RFC 8601 section 5), body untouched."""
     header_block, body = split_message(raw)
     kept: list[bytes] = [_header_line(name, value) for name, value in prepend]
     for name, line in header_fields(header_block):
         if (
             name in FORWARD_DROP
+            or name in replace
             or name.startswith(OWN_HEADER_PREFIX)
             or _claims_our_results(name, line)
         ):

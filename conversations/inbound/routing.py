@@ -1,6 +1,6 @@
 """Routing stored inbound messages, in the worker: per recipient, forward alias mail to the
-link's destination contact, relay proxy mail to the other party of the conversation, or hand a
-bounce to bounce processing.
+link's destination contact, relay mail to a conversation's address to its other party (both
+built in forwarding.py), or hand a bounce to bounce processing.
 
 The whole routing of a message is one transaction holding the message's row: two workers
 never route it twice, and a worker that dies half-way leaves it pending for the next one, with
@@ -10,10 +10,8 @@ recipients looked up at once, their Messages inserted at once, their statuses wr
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,16 +22,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from conversations.inbound.authentication import Verdict, inbound_authenticate
+from conversations.inbound.forwarding import forward_alias, relay
 from conversations.inbound.raw_mail import (
-    LOOP_HEADER,
-    RELAY_KEEP,
     Content,
     ParsedMessage,
     content_of,
     extract_content,
-    format_address,
-    forward_headers,
-    keep_headers,
 )
 from conversations.inbound.recipients import (
     Recipient,
@@ -41,22 +35,17 @@ from conversations.inbound.recipients import (
     address_normalize,
     recipients_resolve,
 )
-from conversations.models import Conversation, InboundMessage
-from conversations.services import (
-    conversation_relay_thread,
-    own_domains_among,
-)
+from conversations.models import InboundMessage
+from conversations.services import own_domains_among
 from tracking.addresses import address_domain
 from tracking.delivery.durability import relax_commit_durability
-from tracking.engagement.source_mime import mime_bytes, mime_parse, mime_tree_add_tracking
-from tracking.models import Contact, Direction, Disposition, Link, Message
+from tracking.models import Message
 from tracking.services.bounces import bounce_process
 from tracking.services.messages import MessageDraft, message_refuse, messages_accept
 from tracking.text import text_safe
 
 log = logging.getLogger(__name__)
 
-THREAD_HEADERS = ("Message-ID", "In-Reply-To", "References")
 # One call routes at most this many messages before it returns, so the routing loop renews its
 # lease between calls (tracking/worker.py) however long a flood lasts.
 ROUTE_LIMIT = 200
@@ -98,7 +87,10 @@ class Routing:
 
     @property
     def verdict(self) -> Verdict:
-        """The sender's SPF, DKIM and DMARC, checked the first time a recipient asks."""
+        """The sender's SPF, DKIM and DMARC: as found at admission, or checked the first time
+        a recipient asks."""
+        if self._verdict is None and self.inbound.authentication:
+            self._verdict = Verdict.from_json(self.inbound.authentication)
         if self._verdict is None:
             inbound = self.inbound
             self._verdict = inbound_authenticate(
@@ -330,9 +322,9 @@ def _route_recipient(routing: Routing, address: str) -> None:
         # (by a server that answers the From header) is never passed on to a person.
         routing.refuse(address, "a delivery report is not forwarded")
     elif recipient.kind == RouteKind.ALIAS:
-        _forward_alias(routing, recipient.address, recipient.link)
+        forward_alias(routing, recipient.address, recipient.link)
     else:
-        _relay(routing, recipient.address, recipient.conversation)
+        relay(routing, recipient.address, recipient.conversation)
 
 
 def _is_auto_reply_not_bounce(parsed: ParsedMessage) -> bool:
@@ -341,192 +333,3 @@ def _is_auto_reply_not_bounce(parsed: ParsedMessage) -> bool:
     local = parsed.from_address.rpartition("@")[0].lower()
     from_mail_system = local in {"mailer-daemon", "postmaster", "mail-daemon", ""}
     return parsed.auto_submitted and not parsed.is_delivery_report and not from_mail_system
-
-
-def _thread_headers(parsed: ParsedMessage) -> dict[str, str]:
-    values = {name: _one_line(parsed.header_text(name)) for name in THREAD_HEADERS}
-    return {name: value for name, value in values.items() if value}
-
-
-def _one_line(value: str) -> str:
-    return " ".join(value.split())
-
-
-def _added_headers(routing: Routing, address: str) -> list[tuple[str, str]]:
-    """What goes on top of the message we pass on: our loop header, and the headers
-    receivers want that the sender left out."""
-    return [(LOOP_HEADER, address), *_missing_headers(routing.parsed)]
-
-
-def _draft_message_id(parsed: ParsedMessage, added: list[tuple[str, str]]) -> str:
-    """The Message-ID header of the message we pass on: ours when we added one."""
-    return dict(added).get("Message-ID") or parsed.header("message-id") or ""
-
-
-def _missing_headers(parsed: ParsedMessage) -> list[tuple[str, str]]:
-    """Message-ID and Date, when the sender left them out: many receivers refuse mail
-    without them (RFC 5322 section 3.6 wants both)."""
-    added = []
-    if not parsed.message_id:
-        added.append(("Message-ID", f"<{uuid.uuid4().hex}@{settings.SMTP_HELO_NAME}>"))
-    if parsed.header("date") is None:
-        added.append(("Date", _now_rfc5322()))
-    return added
-
-
-def _forward_alias(routing: Routing, address: str, link: Link) -> None:
-    """Alias mail goes to the link's destination contact as it came: From, To, Subject,
-    threading headers, MIME structure and attachments unchanged (and so the sender's DKIM
-    signature, which covers none of what we add), our loop header and trace on top, the
-    envelope sender our VERP address. Auto-replies are forwarded too: the loop header stops a
-    destination that would send them back round."""
-    parsed = routing.parsed
-    contact = link.destination
-    added = _added_headers(routing, address)
-    forwarded = forward_headers(parsed.raw, prepend=added)
-    refusal = _alias_refusal(contact, routing.own_domains)
-    source = _source(routing, forwarded, track=refusal is None)
-    draft = MessageDraft(
-        account=link.account,
-        link=link,
-        sender_address=_one_line(parsed.from_address or text_safe(routing.inbound.mail_from)),
-        sender_name=_one_line(parsed.from_name),
-        recipient_address=contact.email if contact else "",
-        recipient_name=_one_line(contact.name) if contact else "",
-        subject=_one_line(parsed.subject)[:998],
-        text_content=routing.content.text,
-        html_content=routing.content.html,
-        direction=Direction.ALIAS,
-        headers=_thread_headers(parsed),
-        source_message_id=_draft_message_id(parsed, added),
-        **source,
-    )
-    routing.drafts.append((draft, refusal))
-    routing.routed.append(address)
-
-
-def _source(routing: Routing, source: bytes, *, track: bool) -> dict:
-    """The `source_mime` of a Message about to be made, with its open and click tracking
-    (for the message_id it is made for) when it will be sent: one parse of the bytes serves
-    the tracking and the routing's text and HTML content, where delivery would parse them
-    again. A message this cannot handle goes as it is, and delivery tries again."""
-    if not track:
-        return {"source_mime": source}
-    message_id = uuid.uuid4()
-    try:
-        tree = mime_parse(source)
-        routing.read_content(tree)  # before the tracking changes the HTML
-        if mime_tree_add_tracking(tree, message_id=message_id):
-            source = mime_bytes(tree)
-    except Exception:  # noqa: BLE001 - a broken message must never stop routing
-        log.warning("tracking inbound message %s when routed failed", routing.inbound.pk)
-        return {"source_mime": source}
-    return {"source_mime": source, "message_id": message_id, "source_tracked": True}
-
-
-def _alias_refusal(contact: Contact | None, own_domains: set[str]) -> tuple[str, str] | None:
-    if contact is None:
-        return Disposition.NO_RULES, "the link has no destination contact"
-    if not contact.email:
-        return Disposition.RULE_ERROR, f"the destination contact {contact.contact_id} has no email"
-    if address_domain(contact.email) in own_domains:
-        return (
-            Disposition.RULE_ERROR,
-            f"the destination {contact.email} is one of our own addresses (a loop)",
-        )
-    return None
-
-
-def _relay(routing: Routing, address: str, conversation: Conversation) -> None:
-    """Proxy mail from one party goes to the other From the proxy address (so the reply comes
-    back through us), once the evidence shows that party wrote it (`Verdict.vouches_for`).
-    Only the headers a mail client needs pass (RELAY_KEEP), the threading ones with
-    Message-IDs of ours (conversation_relay_thread): nothing that names the writer, their
-    address or their machine reaches the other party."""
-    parsed = routing.parsed
-    if parsed.auto_submitted:
-        routing.refuse(address, "an automatic message (Auto-Submitted) is not relayed")
-        return
-    if not routing.inbound.mail_from:
-        # RFC 3834: automatic replies come with a null envelope sender, marked or not.
-        routing.refuse(address, "a message with a null envelope sender is not relayed")
-        return
-    side = _party_of(conversation, parsed.from_address)
-    if side is None:
-        sender = parsed.from_address or text_safe(routing.inbound.mail_from)
-        routing.refuse(
-            address, f"{sender} is not a party of conversation {conversation.conversation_id}"
-        )
-        return
-    if side == "a":
-        shown_name = conversation.proxy_name or conversation.party_a_name or parsed.from_name
-        sender_address, sender_name = conversation.party_a_address, conversation.party_a_name
-        to_name, to_address = conversation.party_b_name, conversation.party_b_address
-    else:
-        shown_name = conversation.party_b_name or parsed.from_name
-        sender_address, sender_name = conversation.party_b_address, conversation.party_b_name
-        to_name, to_address = conversation.party_a_name, conversation.party_a_address
-    trust = routing.verdict.vouches_for(sender_address)
-    if trust.temporary:
-        routing.retry = f"{address}: {trust.reason}"
-        return
-    if not trust.trusted:
-        routing.refuse(address, f"not relayed as from {sender_address}: {trust.reason}")
-        return
-    shown_name = _one_line(shown_name)
-    thread = conversation_relay_thread(
-        conversation=conversation,
-        message_id=parsed.header_text("message-id"),
-        in_reply_to=parsed.header_text("in-reply-to"),
-        references=parsed.header_text("references"),
-    )
-    thread_headers = {
-        "Message-ID": thread.message_id,
-        "In-Reply-To": thread.in_reply_to,
-        "References": thread.references,
-    }
-    thread_headers = {name: value for name, value in thread_headers.items() if value}
-    ours = [
-        ("Received", f"by {settings.SMTP_HELO_NAME} (iovox relay); {_now_rfc5322()}"),
-        (LOOP_HEADER, address),
-        ("From", format_address(shown_name, conversation.proxy_address)),
-        ("To", format_address(_one_line(to_name), to_address)),
-        *thread_headers.items(),
-    ]
-    if parsed.header("date") is None:
-        ours.append(("Date", _now_rfc5322()))
-    relayed = keep_headers(parsed.raw, keep=RELAY_KEEP, prepend=ours)
-    source = _source(routing, relayed, track=True)
-    draft = MessageDraft(
-        account=conversation.link.account,
-        link=conversation.link,
-        sender_address=sender_address,
-        sender_name=_one_line(sender_name or parsed.from_name),
-        recipient_address=to_address,
-        recipient_name=_one_line(to_name),
-        subject=_one_line(parsed.subject)[:998],
-        text_content=routing.content.text,
-        html_content=routing.content.html,
-        direction=Direction.RELAY,
-        conversation_id=conversation.conversation_id,
-        proxy_address=conversation.proxy_address,
-        proxy_name=shown_name,
-        headers=thread_headers,
-        source_message_id=thread.message_id,
-        **source,
-    )
-    routing.drafts.append((draft, None))
-    routing.routed.append(address)
-
-
-def _now_rfc5322() -> str:
-    return email.utils.format_datetime(email.utils.localtime())
-
-
-def _party_of(conversation: Conversation, from_address: str) -> str | None:
-    """ "a" or "b": the party the From address names (case-insensitively), if any."""
-    parties = {
-        conversation.party_a_address.lower(): "a",
-        conversation.party_b_address.lower(): "b",
-    }
-    return parties.get(from_address.strip().lower())

@@ -70,6 +70,7 @@ def message_detail(request: HttpRequest, message_id: str) -> HttpResponse:
             "attachments": attachments,
             "thread": thread,
             "conversation": conversation,
+            "authentication": message.sender_authentication(),
         },
     )
 
@@ -80,4 +81,6 @@ def message_detail(request: HttpRequest, message_id: str) -> HttpResponse:
 def message_preview(request: HttpRequest, message_id: str) -> HttpResponse:
     """The message's HTML, for the message page's sandboxed frame."""
     message = access.get_message_for_account(request.account, message_id)
+    if message.content_purged_at is not None:
+        return HttpResponse("Content no longer kept.", content_type="text/plain")
     return HttpResponse(PREVIEW_HEAD + message.html_content, content_type="text/html")

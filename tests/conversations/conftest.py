@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 from django.db import connections
 
+from conversations.domains import domains_check
 from conversations.inbound.smtp import serve
 from conversations.models import Conversation
 from conversations.services import conversation_open, proxy_domain_add
 from tests.factories import ContactFactory, LinkFactory, NodeFactory
+from tracking.models import DkimKey
+from tracking.services.dkim_keys import dkim_key_ensure
 
 ALIAS = "bobs-automotive_honda-civic@iovox.email"
 CUSTOMER = "customer@gmail.example"
@@ -29,6 +32,17 @@ def eml(name: str, *, sender: str = "", to: str = "") -> bytes:
     raw = (MAIL_FIXTURES / name).read_bytes()
     raw = raw.replace(b"%FROM%", sender.encode()).replace(b"%TO%", to.encode())
     return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def keys_signing(dns, *domains: str) -> None:
+    """Each domain's key (made when it was added, or now) published and seen by a check."""
+    for domain in domains:
+        dkim_key_ensure(domain=domain)
+        for key in DkimKey.objects.filter(domain=domain, status=DkimKey.Status.PENDING):
+            dns.add(key.dns_name, "TXT", key.dns_txt_strings)
+    domains_check(domains=domains)
+    active = DkimKey.objects.filter(domain__in=domains, status=DkimKey.Status.ACTIVE)
+    assert active.count() == len(domains)
 
 
 @dataclass
@@ -61,8 +75,11 @@ class WorkedServer(InboundServer):
 
 
 @pytest.fixture
-def inbound_server(transactional_db):
-    """`manage.py smtpd`'s server, in a thread of this process, on an ephemeral port."""
+def inbound_server(transactional_db, settings, dns_server):
+    """`manage.py smtpd`'s server, in a thread of this process, on an ephemeral port; senders
+    are authenticated against the loopback DNS server (names it does not know: NXDOMAIN)."""
+    settings.DNS_NAMESERVERS = [dns_server.nameserver]
+    settings.DNS_TIMEOUT = 0.5
     # Each database job of the server's threads closes its connection, so none outlives the
     # test (PostgreSQL will not drop a test database that is still in use).
     connections.settings["default"]["CONN_MAX_AGE"] = 0

@@ -65,7 +65,7 @@ def test_routed_refused_and_failed_mail_is_purged_after_the_retention(settings):
     with time_machine.travel(timezone.now() - timedelta(days=31)):
         old = {s: InboundMessage.objects.create(raw=b"x", status=s) for s in InboundMessage.Status}
     fresh = InboundMessage.objects.create(raw=b"x", status="routed")
-    assert tasks.inbound_purge() == 3
+    assert tasks.purge()["inbound_messages"] == 3
     left = set(InboundMessage.objects.values_list("pk", flat=True))
     # What is still to be routed stays, however old.
     assert left == {old["pending"].pk, old["deferred"].pk, fresh.pk}

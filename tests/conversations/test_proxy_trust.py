@@ -10,6 +10,7 @@ from __future__ import annotations
 import email
 import email.policy
 import functools
+import smtplib
 from datetime import timedelta
 
 import dkim
@@ -100,13 +101,18 @@ def test_a_forged_from_with_a_real_partys_address_is_refused_and_recorded(
     live, conversation, dns, mail_servers
 ):
     """The dealer's domain sends only from its own servers (SPF) and asks for rejection of
-    anything else (DMARC): mail From its address sent from elsewhere is not relayed."""
+    anything else (DMARC): mail From its address sent from elsewhere is refused at end of
+    DATA, and recorded."""
     dns.add_spf(DEALER, "v=spf1 ip4:192.0.2.10 -all").add_dmarc(DEALER, "v=DMARC1; p=reject")
-    inbound = from_dealer(live, conversation)
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        from_dealer(live, conversation)
+    assert refused.value.smtp_code == 550
+    assert refused.value.smtp_error.startswith(b"5.7.1 Rejected by the DMARC policy of")
+    inbound = InboundMessage.objects.get()
     assert inbound.status == InboundMessage.Status.REFUSED
-    assert f"not relayed as from {PARTY_A}" in inbound.error
-    assert f"not authenticated for {DEALER}: SPF fail for {DEALER}" in inbound.error
+    assert inbound.error.startswith("550 5.7.1 ")
     assert (inbound.spf, inbound.dkim, inbound.dmarc) == ("fail", "none", "fail")
+    assert inbound.authentication["dmarc_disposition"] == "reject"
     assert inbound.authentication_results == (
         f"localhost; spf=fail smtp.mailfrom={DEALER}; dmarc=fail (dis=reject) header.from={DEALER}"
     )
@@ -209,50 +215,29 @@ def test_a_domain_that_publishes_only_dmarc_must_authenticate(live, conversation
     assert inbound.dmarc == "fail"
 
 
-def test_a_dns_timeout_defers_the_message_until_dns_answers(
-    live, conversation, dns, mail_servers, settings
-):
-    """Never a silent pass, nor a refusal: the message waits and is routed again."""
-    settings.INBOUND_RETRY_SCHEDULE = [60, 300]
+def test_a_dns_timeout_is_a_451_until_dns_answers(live, conversation, dns, mail_servers):
+    """Never a silent pass, nor a refusal: the sender is told to try again, nothing is
+    stored, and the next try goes through once DNS answers."""
     dns.timeouts.add(DEALER)
-    inbound = from_dealer(live, conversation)
-    assert inbound.status == InboundMessage.Status.DEFERRED
-    assert inbound.spf == "temperror" and inbound.attempts == 1
-    assert "attempt 1: " in inbound.error and "DNS lookups failed" in inbound.error
-    assert mail_servers.mx.received == [] and not Message.objects.exists()
+    with pytest.raises(smtplib.SMTPDataError) as deferred:
+        from_dealer(live, conversation)
+    assert deferred.value.smtp_code == 451
+    assert deferred.value.smtp_error.startswith(b"4.7.0 ")
+    assert not InboundMessage.objects.exists() and mail_servers.mx.received == []
 
-    work()
-    inbound.refresh_from_db()
-    assert inbound.status == InboundMessage.Status.DEFERRED  # not due yet
     dns.timeouts.clear()
     dns.add_spf(DEALER, "v=spf1 ip4:127.0.0.1 -all")
-    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
-        work()
-    inbound.refresh_from_db()
-    assert (inbound.status, inbound.spf, inbound.attempts) == ("routed", "pass", 2)
+    inbound = from_dealer(live, conversation)
+    assert (inbound.status, inbound.spf) == ("routed", "pass")
     assert len(mail_servers.mx.received) == 1
 
 
-def test_a_dmarc_lookup_that_times_out_defers_a_domain_without_spf(live, conversation, dns):
+def test_a_dmarc_lookup_that_times_out_is_a_451(live, conversation, dns):
     dns.timeouts.add(f"_dmarc.{DEALER}")
-    inbound = from_dealer(live, conversation)
-    assert (inbound.status, inbound.spf, inbound.dmarc) == ("deferred", "none", "temperror")
-
-
-def test_dns_that_never_answers_ends_in_a_refusal_after_the_last_attempt(
-    live, conversation, dns, mail_servers, settings
-):
-    settings.INBOUND_RETRY_SCHEDULE = [60]
-    dns.timeouts.add(DEALER)
-    inbound = from_dealer(live, conversation)
-    assert inbound.status == InboundMessage.Status.DEFERRED
-    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
-        work()
-    inbound.refresh_from_db()
-    assert inbound.status == InboundMessage.Status.REFUSED
-    assert inbound.error.startswith("gave up after 2 attempts: ")
-    assert inbound.retry_at is None
-    assert mail_servers.mx.received == []
+    with pytest.raises(smtplib.SMTPDataError) as deferred:
+        from_dealer(live, conversation)
+    assert deferred.value.smtp_code == 451
+    assert not InboundMessage.objects.exists()
 
 
 # --- What the other party sees ------------------------------------------------------------
@@ -449,7 +434,7 @@ def test_a_message_that_keeps_failing_is_retried_then_failed_then_purged(
         calls.append(address)
         raise RuntimeError("forwarding exploded")
 
-    monkeypatch.setattr("conversations.inbound.routing._forward_alias", forward_breaks)
+    monkeypatch.setattr("conversations.inbound.routing.forward_alias", forward_breaks)
     raw = message(sender="lead@gmail.example", to=link.email_address)
     inbound_server.send(raw, mail_from="lead@gmail.example", to=link.email_address)
     work()
@@ -466,7 +451,7 @@ def test_a_message_that_keeps_failing_is_retried_then_failed_then_purged(
     assert inbound.error == "gave up after 3 attempts: RuntimeError: forwarding exploded"
     with time_machine.travel(start + timedelta(days=29)):
         assert not routing_turn()  # failed stays failed: not routed again
-        assert tasks.inbound_purge() == 0
+        assert tasks.purge()["inbound_messages"] == 0
     with time_machine.travel(start + timedelta(days=31)):
-        assert tasks.inbound_purge() == 1
+        assert tasks.purge()["inbound_messages"] == 1
     assert not InboundMessage.objects.exists()

@@ -12,26 +12,13 @@ import time
 
 import pytest
 
-from conversations.domains import domains_check
 from conversations.models import InboundMessage
-from tests.conversations.conftest import ALIAS, CUSTOMER, PARTY_A, PARTY_B, eml
+from tests.conversations.conftest import ALIAS, CUSTOMER, PARTY_A, PARTY_B, eml, keys_signing
 from tests.mailservers import dkim_signatures
 from tests.worker import deliver_due, start_worker, stop_worker, work
-from tracking.models import Disposition, DkimKey, Message
-from tracking.services.dkim_keys import dkim_key_ensure
+from tracking.models import Disposition, Message
 
 DEALER = PARTY_A.rpartition("@")[2]
-
-
-def keys_signing(dns, *domains: str) -> None:
-    """Each domain's key (made when it was added, or now) published and seen by a check."""
-    for domain in domains:
-        dkim_key_ensure(domain=domain)
-        for key in DkimKey.objects.filter(domain=domain, status=DkimKey.Status.PENDING):
-            dns.add(key.dns_name, "TXT", key.dns_txt_strings)
-    domains_check(domains=domains)
-    active = DkimKey.objects.filter(domain__in=domains, status=DkimKey.Status.ACTIVE)
-    assert active.count() == len(domains)
 
 
 def from_domain(data: bytes) -> str:
@@ -81,10 +68,11 @@ def test_relayed_proxy_mail_is_signed_by_the_proxy_domain_then_the_bounce_domain
 
 
 @pytest.mark.django_db(transaction=True)
-def test_forwarded_alias_mail_carries_at_least_the_envelope_domains_signature(
+def test_forwarded_alias_mail_is_signed_by_the_alias_domain_it_is_from(
     inbound_server, link, mail_servers, settings
 ):
-    """Alias mail keeps its writer's From for now; our bounce domain vouches for it."""
+    """Alias mail goes From the writer's reverse address on the alias domain (here also the
+    bounce domain), signed by it: aligned."""
     keys_signing(mail_servers.dns, settings.BOUNCE_DOMAIN)
     inbound_server.send(
         eml("gmail_reply.eml", sender=CUSTOMER, to=ALIAS), mail_from=CUSTOMER, to=ALIAS
@@ -92,7 +80,7 @@ def test_forwarded_alias_mail_carries_at_least_the_envelope_domains_signature(
     work()  # the worker's turns: routed, then delivered
     [received] = mail_servers.mx.received
     assert received.rcpt_tos == ["sales@example.net"]
-    assert from_domain(received.data) == CUSTOMER.rpartition("@")[2]
+    assert from_domain(received.data) == ALIAS.rpartition("@")[2] == settings.BOUNCE_DOMAIN
     assert dkim_signatures(received.data, mail_servers.dns) == [(settings.BOUNCE_DOMAIN, True)]
 
 

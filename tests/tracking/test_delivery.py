@@ -434,8 +434,7 @@ def test_the_schedules_exist_after_migrate_with_no_manual_step(db):
         "iovox:delivery-loop": ("tracking.tasks.delivery_loop", 1),
         "iovox:routing-loop": ("conversations.tasks.routing_loop", 1),
         "iovox:webhooks-loop": ("tracking.tasks.webhook_loop", 1),
-        "iovox:webhooks-purge": ("tracking.tasks.webhooks_purge", 60),
-        "iovox:inbound-purge": ("conversations.tasks.inbound_purge", 60),
+        "iovox:purge": ("conversations.tasks.purge", 10),
         "iovox:domain-checks": ("conversations.tasks.check_domains", 60),
     }
 
@@ -451,7 +450,7 @@ def test_the_schedules_follow_the_code(db):
     assert not Schedule.objects.filter(name="iovox:no-longer-declared").exists()
     loop = Schedule.objects.get(name="iovox:delivery-loop")
     assert (loop.func, loop.minutes) == ("tracking.tasks.delivery_loop", 1)
-    assert Schedule.objects.filter(name__startswith="iovox:").count() == 6
+    assert Schedule.objects.filter(name__startswith="iovox:").count() == 5
 
 
 def test_the_sent_mime_parses_back(mail_servers):

@@ -13,6 +13,7 @@ import time_machine
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from conversations.domains import domains_check
 from tests.factories import LinkFactory, MessageFactory
@@ -25,6 +26,12 @@ from tracking.models import Disposition, Message
 from tracking.services.dkim_keys import dkim_key_add
 
 pytestmark = pytest.mark.django_db
+
+TRANSPORTS = ("mx", "smtp", "anymail")
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 @pytest.fixture(autouse=True)
@@ -231,6 +238,7 @@ def test_an_account_on_the_relay_while_the_rest_go_straight_to_the_mx(
     plain_relay, mail_servers, settings
 ):
     settings.DELIVERY_TRANSPORT = "mx"
+    sent_by = {t: sample("iovox_deliveries_total", outcome="sent", transport=t) for t in TRANSPORTS}
     on_relay = make_message(recipient_address="a@example.net")
     on_relay.account.delivery_transport = "smtp"
     on_relay.account.save(update_fields=["delivery_transport"])
@@ -241,6 +249,11 @@ def test_an_account_on_the_relay_while_the_rest_go_straight_to_the_mx(
     assert {m.disposition for m in Message.objects.filter(pk__in=[on_relay.pk, direct.pk])} == {
         Disposition.SENT
     }
+    # the outcome's metric names the transport that delivered it, the account's override too
+    assert {
+        t: sample("iovox_deliveries_total", outcome="sent", transport=t) - sent_by[t]
+        for t in TRANSPORTS
+    } == {"mx": 1, "smtp": 1, "anymail": 0}
 
 
 def test_a_relay_without_a_host_is_a_check_error_and_mail_stays_queued(mail_servers, settings):

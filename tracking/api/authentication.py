@@ -6,6 +6,7 @@ from __future__ import annotations
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, status
 
+from iovox_email.observability import log_context_add
 from tracking.engagement.views import client_ip
 from tracking.models.accounts import username_validator
 from tracking.services.accounts import credential_authenticate
@@ -41,6 +42,7 @@ class SecureKeyAuthentication(authentication.BaseAuthentication):
             if wait := auth_failure_record(username=username, ip=ip):
                 raise TooManyFailures(wait)
             raise exceptions.AuthenticationFailed("username or secureKey is not valid")
+        log_context_add(account=credential.account_id)
         return credential, credential
 
     def authenticate_header(self, request) -> str:

@@ -21,8 +21,8 @@ from tracking.engagement.events import (
     message_events_page,
 )
 from tracking.headers import header_value_validator
-from tracking.models import Account, Attachment, Link, Message
-from tracking.search import SearchQuery, search_rows
+from tracking.models import Account, Attachment, Direction, Link, Message
+from tracking.search import SearchQuery, content_fields, search_rows
 from tracking.services.directory import link_for_sending
 from tracking.services.messages import AttachmentDraft
 from tracking.services.sending import (
@@ -211,8 +211,12 @@ def message_detail(message: Message, *, account: Account, page: int, limit: int)
     bounces, and one page of the events it kept (`events_*` say which page of how many)."""
     detail = message_search_fields(message, account=account)
     detail["subject"] = message.subject
+    # Past MESSAGE_CONTENT_RETENTION_DAYS the bodies and attachments are gone; the rest stays.
+    detail |= content_fields(message.content_purged_at)
     if message.status_detail:
         detail["status_detail"] = message.status_detail
+    if message.direction != Direction.API:
+        detail["authentication"] = message.sender_authentication()
     detail["attempts"] = [
         {
             name: value

@@ -28,11 +28,11 @@ from email.mime.multipart import MIMEMultipart
 from email.policy import Compat32, compat32
 from email.utils import format_datetime, formataddr
 
-from tracking.delivery.dkim import dkim_sign
+from tracking.delivery.dkim import arc_seal, dkim_sign
 from tracking.engagement.content import OutgoingContent, message_tracked_content
 from tracking.engagement.source_mime import mime_add_tracking
 from tracking.headers import header_values_check, headers_write
-from tracking.models import Attachment, Message
+from tracking.models import Attachment, Direction, Message
 
 
 # The email.mime classes with the compat32 policy: several times faster than EmailMessage with
@@ -61,7 +61,8 @@ UTF8_QP.body_encoding = QP  # readable for mostly-ASCII text, and wraps long lin
 def message_outgoing_bytes(message: Message) -> bytes:
     """What delivery hands to the MX: the one place every outgoing message passes through,
     where open and click tracking goes in (the same bytes on every attempt) and, last, our
-    DKIM signature (tracking/delivery/dkim.py)."""
+    DKIM signature and, on forwarded alias mail, our ARC seal over the writer's authentication
+    as we found it (tracking/delivery/dkim.py)."""
     if message.source_mime and message.source_tracked:
         data = bytes(message.source_mime)  # tracked already, when it was routed
     elif message.source_mime:
@@ -70,7 +71,10 @@ def message_outgoing_bytes(message: Message) -> bytes:
         attachments = getattr(message, LOADED_ATTACHMENTS, None)
         content = message_tracked_content(message)
         data = message_build_mime(message, attachments, content=content)
-    return dkim_sign(data)
+    data = dkim_sign(data)
+    if message.direction == Direction.ALIAS and message.source_mime:
+        data = arc_seal(data)
+    return data
 
 
 def _header(value: str) -> str | Header:

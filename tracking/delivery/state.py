@@ -12,15 +12,21 @@ claimed it meanwhile.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Expression, F, Field
+from django.utils import timezone
 
+from iovox_email.metrics import ACCEPTED_TO_SENT, DELIVERIES
 from tracking.events import transitions_emit
 from tracking.models import Disposition, Message
+
+log = logging.getLogger("tracking.delivery")
 
 ALLOWED: dict[str, frozenset[str]] = {
     Disposition.RECEIVED: frozenset(
@@ -214,6 +220,42 @@ class ValueByPk(Expression):
 
 def _apply(transition: Transition) -> None:
     message = transition.message
+    _observe(transition)
     for name, value in _changes(transition).items():
         setattr(message, name, value)
     message.state_version += 1
+
+
+# Every move but a later bounce is the outcome of an attempt to deliver (or of the end of
+# trying: expiry, no rules).
+NOT_DELIVERY_OUTCOMES = frozenset({Disposition.RECEIVED_BOUNCED})
+
+
+def _transport(message: Message) -> str:
+    """The metric's and log line's transport (mx, smtp, anymail): the one that delivered the
+    message (transports.messages_by_transport), else the deployment's, e.g. at expiry."""
+    return getattr(message, "delivery_transport", None) or settings.DELIVERY_TRANSPORT
+
+
+def _observe(transition: Transition) -> None:
+    """One metric and one INFO line per delivery outcome."""
+    if transition.to in NOT_DELIVERY_OUTCOMES:
+        return
+    message = transition.message
+    transport = _transport(message)
+    DELIVERIES.labels(outcome=transition.to, transport=transport).inc()
+    if transition.to == Disposition.SENT and message.receive_date is not None:
+        waited = (timezone.now() - message.receive_date).total_seconds()
+        ACCEPTED_TO_SENT.labels(transport=transport).observe(max(0.0, waited))
+    log.info(
+        "message %s %s",
+        message.message_id,
+        transition.to,
+        extra={
+            "message_id": str(message.message_id),
+            "account": message.account_id,
+            "outcome": transition.to,
+            "transport": transport,
+            "smtp_response": transition.fields.get("last_smtp_response", ""),
+        },
+    )

@@ -33,7 +33,8 @@ RELAY_SECURITY = ("starttls", "tls", "none")
 
 
 def messages_by_transport(messages: list[Message]) -> dict[str, list[Message]]:
-    """Claimed messages grouped by the transport that delivers each (one query)."""
+    """Claimed messages grouped by the transport that delivers each (one query). Each message
+    also keeps its transport as `delivery_transport`, for its outcome's metric and log line."""
     overrides = dict(
         Account.objects.filter(pk__in={m.account_id for m in messages})
         .exclude(delivery_transport="")
@@ -41,7 +42,10 @@ def messages_by_transport(messages: list[Message]) -> dict[str, list[Message]]:
     )
     groups: dict[str, list[Message]] = defaultdict(list)
     for message in messages:
-        groups[overrides.get(message.account_id) or settings.DELIVERY_TRANSPORT].append(message)
+        message.delivery_transport = (
+            overrides.get(message.account_id) or settings.DELIVERY_TRANSPORT
+        )
+        groups[message.delivery_transport].append(message)
     return dict(groups)
 
 

@@ -42,6 +42,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import connection, transaction
 
+from iovox_email.metrics import TRACKING_HITS
 from tracking.buffering import AfterResponseBuffer
 from tracking.dates import date_text
 from tracking.engagement.classify import HitFacts, clicks_nearby, hit_classify
@@ -110,7 +111,14 @@ def tracking_events_write(*, hits: list[Hit]) -> int:
         _event_draft(event, messages[hit.message_id])
         for hit, event in zip(hits, events, strict=True)
     )
+    transaction.on_commit(lambda: _count(events))  # a batch retried after a failure: once
     return len(events)
+
+
+def _count(events: list[TrackingEvent]) -> None:
+    for event in events:
+        agent = "automated" if event.automated else "human"
+        TRACKING_HITS.labels(kind=event.kind, agent=agent).inc()
 
 
 def _event_draft(event: TrackingEvent, message: _MessageFacts) -> EventDraft:

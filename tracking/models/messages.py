@@ -118,6 +118,9 @@ class Message(models.Model):
     status_detail = models.TextField(blank=True)
     # The id the ESP gave the message (DELIVERY_TRANSPORT=anymail), by which its events find it.
     esp_message_id = models.CharField(max_length=255, blank=True)
+    # When its bodies, MIME and attachments were deleted (MESSAGE_CONTENT_RETENTION_DAYS,
+    # tracking/services/retention.py); its metadata stays until MESSAGE_RETENTION_DAYS.
+    content_purged_at = models.DateTimeField(null=True, blank=True)
 
     objects = MessageQuerySet.as_manager()
 
@@ -166,6 +169,13 @@ class Message(models.Model):
                 name="msg_esp_message_id",
                 condition=~models.Q(esp_message_id=""),
             ),
+            # Retention: the oldest messages whose content is still kept. Appended at its
+            # right end (receive_date grows), and a message leaves it once its content goes.
+            models.Index(
+                fields=["receive_date"],
+                name="msg_content_kept",
+                condition=models.Q(content_purged_at__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -175,6 +185,15 @@ class Message(models.Model):
     def event_count(self) -> int:
         """Opens, clicks and bounces ever recorded, kept or not."""
         return self.open_count + self.click_count + self.bounce_count
+
+    def sender_authentication(self) -> dict | None:
+        """For a message passed on from inbound mail (forwarded or relayed): the SPF, DKIM,
+        ARC and DMARC verdicts on its writer as admission found them, with `quarantined`;
+        None for a message of the API, or mail received before they were recorded."""
+        inbound = self.inbound_sources.exclude(authentication={}).order_by("pk").first()
+        if inbound is None:
+            return None
+        return {**inbound.authentication, "quarantined": inbound.quarantined}
 
 
 class Attachment(models.Model):

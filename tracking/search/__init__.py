@@ -12,6 +12,7 @@ from tracking.search.params import (
 )
 from tracking.search.query import (
     SearchRows,
+    content_fields,
     message_rows,
     search_count,
     search_ordering,
@@ -29,6 +30,7 @@ __all__ = [
     "PARAMETERS",
     "SearchError",
     "SearchQuery",
+    "content_fields",
     "SearchRows",
     "default_range",
     "message_rows",

@@ -181,8 +181,8 @@ def _fetch(page: QuerySet, limit: int) -> Iterator[tuple]:
 def message_rows(pks: list[int]) -> dict[int, dict[str, Any]]:
     """These messages as `GET /rest/v1/email/{message_id}` shows them without their attempts
     and events (every available field, shaped as search shapes them, plus `subject`,
-    `status_detail` and `event_counts`), by primary key, with one query: what a webhook
-    event's `data` is made of."""
+    `status_detail`, `content_kept` and `event_counts`), by primary key, with one query: what
+    a webhook event's `data` is made of."""
     from tracking.engagement.events import COUNTER_FIELDS, message_event_counts
 
     if not pks:
@@ -190,16 +190,29 @@ def message_rows(pks: list[int]) -> dict[int, dict[str, Any]]:
     names = [*AVAILABLE_FIELDS, "subject", "status_detail"]
     columns = [_column(name) for name in AVAILABLE_FIELDS]
     rows = Message.objects.filter(pk__in=set(pks)).values_list(
-        "pk", *columns, "subject", "status_detail", *COUNTER_FIELDS
+        "pk", *columns, "subject", "status_detail", "content_purged_at", *COUNTER_FIELDS
     )
     found = {}
     for pk, *values in rows:
-        fields, counters = values[: len(names)], values[len(names) :]
+        fields, purged_at = values[: len(names)], values[len(names)]
+        counters = values[len(names) + 1 :]
         row: dict[str, Any] = {name: v for name, v in zip(names, fields, strict=True) if v}
+        row |= content_fields(purged_at)
         counts = Message(**dict(zip(COUNTER_FIELDS, counters, strict=True)))
         row["event_counts"] = message_event_counts(counts)
         found[pk] = row
     return found
+
+
+def content_fields(content_purged_at: datetime | None) -> dict[str, Any]:
+    """`content_kept`, and `content_purged_at` once the message's content went (retention:
+    tracking/services/retention.py), as the API's detail and webhook events show them."""
+    if content_purged_at is None:
+        return {"content_kept": True}
+    return {
+        "content_kept": False,
+        "content_purged_at": content_purged_at.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 def total_pages(total: int, limit: int) -> int:

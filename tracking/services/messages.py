@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from iovox_email.metrics import SENDS_ACCEPTED
 from tracking.addresses import address_domain
 from tracking.delivery.state import InvalidTransition, message_transition
 from tracking.events import EventDraft, event_wanted, events_emit
@@ -117,6 +118,8 @@ def messages_accept(drafts: Sequence[MessageDraft]) -> list[Message]:
             Attachment.objects.bulk_create(attachments)
         if received:
             events_emit(EventDraft(m.account_id, EventType.RECEIVED, m.pk) for m in received)
+    for message in messages:
+        SENDS_ACCEPTED.labels(direction=message.direction).inc()
     return messages
 
 

@@ -342,18 +342,19 @@ def endpoint_failed(endpoint: WebhookEndpoint, *, now) -> None:
         log.warning("webhook %s disabled after failing since %s", endpoint.pk, since)
 
 
-def events_purge(*, days: int | None = None, limit: int = 10_000) -> int:
+def events_purge(*, days: int | None = None, limit: int = 10_000, dry_run: bool = False) -> int:
     """Delete events older than WEBHOOK_RETENTION_DAYS whose deliveries are all finished
-    (delivered or failed), with those deliveries; up to `limit` events. How many."""
+    (delivered or failed), with those deliveries; up to `limit` events. How many (with
+    `dry_run`: how many there are, deleting nothing)."""
     days = settings.WEBHOOK_RETENTION_DAYS if days is None else days
     before = timezone.now() - timedelta(days=days)
     pending = WebhookDelivery.objects.filter(status=WebhookDeliveryStatus.PENDING)
-    old = (
-        Event.objects.filter(created_at__lt=before, dispatched=True)
-        .exclude(pk__in=pending.values("event_id"))
-        .order_by("pk")
-        .values_list("pk", flat=True)[:limit]
+    old = Event.objects.filter(created_at__lt=before, dispatched=True).exclude(
+        pk__in=pending.values("event_id")
     )
+    if dry_run:
+        return old.count()
+    old = old.order_by("pk").values_list("pk", flat=True)[:limit]
     pks = list(old)
     if not pks:
         return 0

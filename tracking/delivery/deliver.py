@@ -26,7 +26,7 @@ from tracking.delivery.durability import relax_commit_durability
 from tracking.delivery.esp import esp_deliver
 from tracking.delivery.mx import MxOutcome, host_addresses, mx_lookup
 from tracking.delivery.relay import relay_deliver
-from tracking.delivery.smtp import MxConnection, SmtpReply
+from tracking.delivery.smtp import MxConnection, RelayConnection, SmtpReply
 from tracking.delivery.state import Transition, messages_transition
 from tracking.delivery.transports import messages_by_transport, transport_problem
 from tracking.delivery.verp import verp_address
@@ -129,23 +129,8 @@ def _send_over_connection(
             # A 5xx greeting says this host serves no mail for us; other MX may still.
             return list(pending)
         for index, message in enumerate(pending):
-            try:
-                data = message_outgoing_bytes(message)
-            except Exception as e:  # a message we cannot build must not stall its batch
-                log.exception("message %s could not be built", message.pk)
-                reply = SmtpReply(None, f"could not build the message: {e}"[:500], "")
-                outcomes.add(message, Disposition.UNDELIVERABLE, reply)
-                continue
-            reply = connection.send(
-                mail_from=verp_address(message),
-                rcpt_to=message.recipient_address,
-                data=data,
-            )
-            if reply.accepted:
-                outcomes.add(message, Disposition.SENT, reply, delivery_date=timezone.now())
-            elif reply.permanent:
-                outcomes.add(message, Disposition.UNDELIVERABLE, reply)
-            else:
+            reply = outcomes.attempt(connection, message)
+            if reply is not None:
                 failures[message.pk] = reply
                 left.append(message)
             if not connection.alive:
@@ -179,6 +164,30 @@ class Outcomes:
             or time.monotonic() - self.flushed >= self.FLUSH_AFTER
         ):
             self.flush()
+
+    def attempt(
+        self, connection: MxConnection | RelayConnection, message: Message
+    ) -> SmtpReply | None:
+        """Build the message and send it over `connection`. A 2xx or 5xx decides it (`sent`,
+        `undeliverable`) and None is returned; a temporary reply is returned for the caller to
+        decide (the next MX, a retry)."""
+        try:
+            data = message_outgoing_bytes(message)
+        except Exception as e:  # a message we cannot build must not stall its batch
+            log.exception("message %s could not be built", message.pk)
+            reply = SmtpReply(None, f"could not build the message: {e}"[:500], "")
+            self.add(message, Disposition.UNDELIVERABLE, reply)
+            return None
+        reply = connection.send(
+            mail_from=verp_address(message), rcpt_to=message.recipient_address, data=data
+        )
+        if reply.accepted:
+            self.add(message, Disposition.SENT, reply, delivery_date=timezone.now())
+        elif reply.permanent:
+            self.add(message, Disposition.UNDELIVERABLE, reply)
+        else:
+            return reply
+        return None
 
     def temporary(self, message: Message, reply: SmtpReply) -> None:
         """A temporary failure: `queued` for the next attempt, or `expired` once EMAIL_EXPIRY

@@ -15,12 +15,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from django.utils import timezone
-
-from tracking.delivery.compose import message_outgoing_bytes
 from tracking.delivery.smtp import RelayConnection, SmtpReply
-from tracking.delivery.verp import verp_address
-from tracking.models import Disposition, Message
+from tracking.models import Message
 
 if TYPE_CHECKING:
     from tracking.delivery.deliver import Outcomes
@@ -45,21 +41,8 @@ def relay_deliver(messages: list[Message], outcomes: Outcomes) -> None:
             outcomes.temporary(message, refused)
         return
     for index, message in enumerate(messages):
-        try:
-            data = message_outgoing_bytes(message)
-        except Exception as e:  # a message we cannot build must not stall its batch
-            log.exception("message %s could not be built", message.pk)
-            reply = SmtpReply(None, f"could not build the message: {e}"[:500], "")
-            outcomes.add(message, Disposition.UNDELIVERABLE, reply)
-            continue
-        reply = connection.send(
-            mail_from=verp_address(message), rcpt_to=message.recipient_address, data=data
-        )
-        if reply.accepted:
-            outcomes.add(message, Disposition.SENT, reply, delivery_date=timezone.now())
-        elif reply.permanent:
-            outcomes.add(message, Disposition.UNDELIVERABLE, reply)
-        else:
+        reply = outcomes.attempt(connection, message)
+        if reply is not None:
             outcomes.temporary(message, reply)
         if not connection.alive:
             for other in messages[index + 1 :]:

@@ -140,10 +140,7 @@ def main() -> None:
 
     db = settings.DATABASES["default"]
     engine = db["ENGINE"].rsplit(".", 1)[-1]
-    if engine == "sqlite3":
-        database_url = f"sqlite:///{db['NAME']}"
-    else:
-        database_url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+    database_url = send.bench_database_url()
     print(f"database: {engine} {db['NAME']}; {os.cpu_count()} cores; {ROWS} old messages")
     delete_all(account)
     seed(account, link)

@@ -418,16 +418,23 @@ def cleanup(account) -> None:
                 cursor.execute(f"VACUUM ANALYZE {table}")
 
 
+def bench_database_url() -> str:
+    """DATABASE_URL naming the database this benchmark set up, for the processes it starts."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
 def main() -> None:
     account, link = setup()
     from django.conf import settings
 
     db = settings.DATABASES["default"]
     engine = db["ENGINE"].rsplit(".", 1)[-1]
-    if engine == "sqlite3":
-        database_url = f"sqlite:///{db['NAME']}"
-    else:
-        database_url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
+    database_url = bench_database_url()
     print(f"database: {engine} {db['NAME']}; {os.cpu_count()} cores")
     cleanup(account)
     try:

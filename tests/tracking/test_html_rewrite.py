@@ -332,3 +332,19 @@ X-Template: 7
         assert part["Content-Type"] == 'text/html;\r\n charset="UTF-8"'
         assert part["Content-Transfer-Encoding"] == expected
         assert part.get_payload(decode=True).decode().endswith(pixel())
+
+
+def test_the_scan_cache_keeps_ordinary_documents_only():
+    """A campaign's HTML is scanned once; a huge body (anyone may send one) is never kept."""
+    from tracking.engagement import rewrite
+
+    rewrite._scan_cached.cache_clear()
+    for _ in range(2):
+        html_add_tracking(NEWSLETTER, message_id=uuid.uuid4())
+    assert rewrite._scan_cached.cache_info().hits >= 1
+    kept = rewrite._scan_cached.cache_info().currsize
+    huge = "<p><a href='https://example.com/'>x</a></p>" * 20_000
+    assert len(huge) > rewrite.SCAN_CACHE_MAX_CHARS
+    tracked = html_add_tracking(huge, message_id=MESSAGE_ID)
+    assert tracked.count(click("https://example.com/")) == 20_000
+    assert rewrite._scan_cached.cache_info().currsize == kept

@@ -163,8 +163,17 @@ class _Scanner(HTMLParser):
 
 
 # A campaign sends one HTML to many recipients: tokenizing it was a third of building each.
-@functools.lru_cache(maxsize=8)
+# Only documents of ordinary size are kept, so the cache holds a few MB at most, whatever is sent.
+SCAN_CACHE_MAX_CHARS = 512 * 1024
+
+
 def _scan(source: str) -> _Scan:
+    if len(source) > SCAN_CACHE_MAX_CHARS:
+        return _scan_uncached(source)
+    return _scan_cached(source)
+
+
+def _scan_uncached(source: str) -> _Scan:
     scanner = _Scanner(source)
     scanner.feed(source)
     scanner.close()
@@ -172,6 +181,9 @@ def _scan(source: str) -> _Scan:
         (o for o in (scanner.body_end, scanner.html_end) if o is not None), len(source)
     )
     return _Scan(tuple(scanner.tags), tuple(scanner.conditional_comments), pixel_offset)
+
+
+_scan_cached = functools.lru_cache(maxsize=8)(_scan_uncached)
 
 
 def _base_href(tags: tuple[_StartTag, ...]) -> str | None:
